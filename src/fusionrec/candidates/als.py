@@ -1,0 +1,216 @@
+"""Matrix factorisation through `implicit` 0.7: ALS (Hu, Koren, Volinsky 2008) and BPR (Rendle et al. 2009).
+
+`implicit` does the learning; these wrappers add the index mapping, the confidence weighting,
+deterministic seeds, single-threaded BLAS during fits (implicit's own threads do the work, and
+threaded BLAS inside them only thrashes), and fold-in for users the model has not seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from fusionrec.candidates._similarity import training_matrix
+from fusionrec.candidates.base import CandidateGenerator
+from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
+from fusionrec.data.interactions import Interactions
+
+__all__ = ["ALS", "BPR"]
+
+
+class _FactorModel(CandidateGenerator):
+    """Scores are user_factors @ item_factors.T; unknown users are folded in from their history."""
+
+    history_based: ClassVar[bool] = False
+
+    user_factors_: np.ndarray  # float32 [n_users, d]
+    item_factors_: np.ndarray  # float32 [n_items, d]
+    fallback_: np.ndarray  # float32 [n_items]
+
+    def __init__(self, cfg: Any = None) -> None:
+        self.cfg = cfg if cfg is not None else self.Config()  # type: ignore[attr-defined]
+
+    def _fold_in(self, h: sp.csr_matrix) -> np.ndarray:
+        """User vectors [B, d] for history rows [B, n_items] with the item factors held fixed."""
+        raise NotImplementedError
+
+    def score(self, users: np.ndarray, histories: sp.csr_matrix | None, fold_in: bool | None = None,
+              live: bool = False) -> np.ndarray:
+        """Dense [B, n_items] scores.
+
+        Known users get their trained vector. Unknown users (-1, or added after fit) with a history are
+        folded in when `fold_in` (default: the config's `fold_in`); `live=True` folds in every row from
+        its history instead, for known users whose events changed since training. Users with neither
+        get the popularity fallback.
+        """
+        users = np.asarray(users, np.int64)
+        fold = self.cfg.fold_in if fold_in is None else fold_in
+        h = self._histories(histories, len(users))
+        has_history = np.diff(h.indptr) > 0
+        known = self._known_users(users)
+        use_trained = known & ~(live & has_history)
+        folded = ~use_trained & has_history & (fold or live)
+        vectors = np.zeros((len(users), self.item_factors_.shape[1]), np.float32)
+        vectors[use_trained] = self.user_factors_[users[use_trained]]
+        if folded.any():
+            vectors[folded] = self._fold_in(h[np.nonzero(folded)[0]])
+        s = vectors @ self.item_factors_.T
+        return apply_fallback(np.asarray(s, np.float32), ~(use_trained | folded), self.fallback_)
+
+    def _state(self) -> dict[str, Any]:
+        return {"user_factors": self.user_factors_, "item_factors": self.item_factors_, "fallback": self.fallback_}
+
+    def _load_state(self, arrays: dict[str, Any]) -> None:
+        self.user_factors_ = np.ascontiguousarray(arrays["user_factors"], np.float32)
+        self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], np.float32)
+        self.fallback_ = np.asarray(arrays["fallback"], np.float32)
+
+
+class ALS(_FactorModel):
+    """Implicit-feedback ALS with conjugate gradient (implicit.cpu.als.AlternatingLeastSquares).
+
+    Confidence is `alpha` x the weighted matrix (behaviour weights and decay): implicit weighs an
+    observed pair by its confidence c against 1 for every unobserved pair, so alpha well above 1 is
+    what makes the observed items count.
+    """
+
+    name: ClassVar[str] = "als"
+
+    @dataclass(frozen=True)
+    class Config:
+        factors: int = 64
+        regularization: float = 0.01
+        #: confidence = alpha x matrix value
+        alpha: float = 10.0
+        iterations: int = 15
+        #: conjugate-gradient solver (fast) instead of Cholesky per user
+        use_cg: bool = True
+        #: seeds the initial factors: same seed and data, same model
+        seed: int = 0
+        #: implicit's threads (0 = all cores); ALS solves users independently, so any count is deterministic
+        num_threads: int = 0
+        #: fold unknown users in from their history (one least-squares solve each) rather than falling back
+        fold_in: bool = True
+        #: time decay of events (None: the data's weighting as it is)
+        half_life_days: float | None = None
+
+        def __post_init__(self) -> None:
+            if self.factors < 1 or self.iterations < 0:
+                raise ValueError(f"factors must be >= 1 and iterations >= 0, got {self.factors}, {self.iterations}")
+            if not self.alpha > 0:
+                raise ValueError(f"alpha must be positive, got {self.alpha}")
+
+    def _model(self) -> Any:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        c = self.cfg
+        with threadpool_limits(1, "blas"):
+            return AlternatingLeastSquares(factors=c.factors, regularization=c.regularization, alpha=c.alpha,
+                                           dtype=np.float32, use_cg=c.use_cg, iterations=c.iterations,
+                                           num_threads=c.num_threads, random_state=c.seed)
+
+    def _fit(self, data: Interactions) -> None:
+        x = sp.csr_matrix(training_matrix(data, self.cfg.half_life_days), dtype=np.float32)
+        model = self._model()
+        with threadpool_limits(1, "blas"):
+            model.fit(x, show_progress=False)
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, np.float32)
+        self.fallback_ = popularity_fallback(data)
+        self._solver = model
+
+    def _fold_in(self, h: sp.csr_matrix) -> np.ndarray:
+        # implicit's exact least-squares solve for the rows, the item factors held fixed
+        model = getattr(self, "_solver", None)
+        if model is None:
+            model = self._model()
+            model.item_factors = self.item_factors_
+            model.user_factors = self.user_factors_
+            self._solver = model
+        with threadpool_limits(1, "blas"):
+            vec = model.recalculate_user(np.arange(h.shape[0]), sp.csr_matrix(h, dtype=np.float32))
+        return np.asarray(vec, np.float32).reshape(h.shape[0], -1)
+
+    def _load_state(self, arrays: dict[str, Any]) -> None:
+        super()._load_state(arrays)
+        self._solver = None
+
+
+class BPR(_FactorModel):
+    """Bayesian personalised ranking (implicit.cpu.bpr.BayesianPersonalizedRanking).
+
+    implicit appends an item bias as the last factor (the user side holds 1 there), so scores are the
+    plain dot product. BPR treats every stored pair as a positive; weights are ignored. implicit's
+    BPR cannot recompute a user, so fold-in is ours: gradient ascent on the same BPR objective for the
+    user vector alone, with the item factors fixed and negatives from a seeded sample.
+    """
+
+    name: ClassVar[str] = "bpr"
+
+    @dataclass(frozen=True)
+    class Config:
+        factors: int = 64
+        learning_rate: float = 0.01
+        regularization: float = 0.01
+        iterations: int = 100
+        #: resample a negative the user has seen (slower, usually better)
+        verify_negative_samples: bool = True
+        seed: int = 0
+        #: implicit's SGD threads; more than 1 races on shared items (hogwild), so only 1 is deterministic
+        num_threads: int = 1
+        fold_in: bool = True
+        #: gradient steps and sampled negatives of the fold-in
+        fold_in_steps: int = 60
+        fold_in_negatives: int = 512
+
+        def __post_init__(self) -> None:
+            if self.factors < 1 or self.iterations < 0:
+                raise ValueError(f"factors must be >= 1 and iterations >= 0, got {self.factors}, {self.iterations}")
+
+    def _fit(self, data: Interactions) -> None:
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        c = self.cfg
+        x = sp.csr_matrix(data.matrix(), dtype=np.float32)
+        with threadpool_limits(1, "blas"):
+            model = BayesianPersonalizedRanking(factors=c.factors, learning_rate=c.learning_rate,
+                                                regularization=c.regularization, dtype=np.float32,
+                                                iterations=c.iterations, num_threads=c.num_threads,
+                                                verify_negative_samples=c.verify_negative_samples,
+                                                random_state=c.seed)
+            model.fit(x, show_progress=False)
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, np.float32)
+        self.fallback_ = popularity_fallback(data)
+
+    def _fold_in(self, h: sp.csr_matrix) -> np.ndarray:
+        c = self.cfg
+        items = self.item_factors_
+        v, bias = items[:, :-1].astype(np.float64), items[:, -1].astype(np.float64)
+        rng = np.random.default_rng(c.seed)
+        neg = np.sort(rng.choice(len(items), size=min(c.fold_in_negatives, len(items)), replace=False))
+        vn, bn = v[neg], bias[neg]
+        out = np.zeros((h.shape[0], items.shape[1]), np.float32)
+        out[:, -1] = 1.0  # the bias slot
+        for r in range(h.shape[0]):
+            pos = h.indices[h.indptr[r]:h.indptr[r + 1]]
+            if not len(pos):
+                continue
+            vp, bp = v[pos], bias[pos]
+            mask = ~np.isin(neg, pos)  # a sampled negative the user has is no negative
+            diff_sq = ((vp[:, None, :] - vn[None, mask, :]) ** 2).sum(-1).mean() if mask.any() else 1.0
+            # a step under 1 / (the curvature bound of the mean logistic loss) keeps ascent monotone
+            step = 1.0 / (0.25 * diff_sq + c.regularization)
+            u = np.zeros(v.shape[1])
+            for _ in range(c.fold_in_steps):
+                x = (vp @ u + bp)[:, None] - (vn @ u + bn)[None, :]
+                g = np.where(mask[None, :], 1.0 / (1.0 + np.exp(np.clip(x, -30, 30))), 0.0)
+                n_pairs = max(g.shape[0] * mask.sum(), 1)
+                grad = (g.sum(1) @ vp - g.sum(0) @ vn) / n_pairs - c.regularization * u
+                u += step * grad
+            out[r, :-1] = u
+        return out

@@ -1,0 +1,155 @@
+"""Popularity: all-time, trending (time-decayed) and per-category; the fallback of every other generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from fusionrec import schema as S
+from fusionrec.candidates.base import CandidateGenerator, ScoredItems
+from fusionrec.data.interactions import ITEM_IDX, Interactions
+
+__all__ = ["Popularity", "Trending", "popularity_fallback", "apply_fallback"]
+
+
+def _normalised(counts: np.ndarray) -> np.ndarray:
+    top = float(counts.max()) if counts.size else 0.0
+    out = counts / top if top > 0 else np.zeros_like(counts)
+    return np.asarray(out, np.float32)
+
+
+def popularity_fallback(data: Interactions) -> np.ndarray:
+    """Item popularity under the data's weighting, scaled to [0, 1] (float32 [n_items])."""
+    return _normalised(np.asarray(data.matrix().sum(axis=0), np.float64).ravel())
+
+
+def apply_fallback(scores: np.ndarray, rows: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Give the `rows` (a boolean mask) the fallback scores: users with nothing to go on."""
+    if rows.any():
+        scores[rows] = fallback[None, : scores.shape[1]]
+    return scores
+
+
+class Popularity(CandidateGenerator):
+    """Most popular items, the same for everyone unless `category_mix` leans on the user's categories.
+
+    Counts are summed event weights (behaviour weight, and a decay when `half_life_days` is set),
+    scaled so the top item scores 1.
+    """
+
+    name: ClassVar[str] = "pop"
+    history_based: ClassVar[bool] = False
+
+    @dataclass(frozen=True)
+    class Config:
+        #: None: all-time counts under the data's weighting; a number: every event decays by half per
+        #: this many days before the newest event (`Interactions.now()`); data without time ignores it
+        half_life_days: float | None = None
+        #: 0: global popularity; 1: only "popular in the user's categories" (share of the history in the
+        #: item's category x popularity within that category); needs a catalogue with a category column
+        category_mix: float = 0.0
+
+        def __post_init__(self) -> None:
+            if self.half_life_days is not None and not self.half_life_days > 0:
+                raise ValueError(f"half_life_days must be positive or None, got {self.half_life_days}")
+            if not 0.0 <= self.category_mix <= 1.0:
+                raise ValueError(f"category_mix must lie in [0, 1], got {self.category_mix}")
+
+    popularity_: np.ndarray  # float32 [n_items] in [0, 1]
+    item_category_: np.ndarray  # int64 [n_items], -1 unknown; empty without a catalogue category
+    categories_: np.ndarray  # str [n_categories]
+    category_popularity_: np.ndarray  # float32 [n_items]: popularity / the top of its category
+
+    def __init__(self, cfg: "Popularity.Config | None" = None) -> None:
+        self.cfg = cfg if cfg is not None else self.Config()
+
+    def _fit(self, data: Interactions) -> None:
+        if self.cfg.half_life_days is None:
+            counts = np.asarray(data.matrix().sum(axis=0), np.float64).ravel()
+        else:
+            w = data.event_weights(replace(data.weighting, half_life_days=self.cfg.half_life_days))
+            counts = np.bincount(data.events[ITEM_IDX].to_numpy(), weights=w, minlength=data.n_items)
+        self.popularity_ = _normalised(counts)
+        self.item_category_ = np.empty(0, np.int64)
+        self.categories_ = np.empty(0, dtype="<U1")
+        self.category_popularity_ = np.empty(0, np.float32)
+        cat = data.catalogue
+        if cat is not None and S.CATEGORY in cat.columns and ITEM_IDX in cat.columns:
+            col = cat[S.CATEGORY].cast(pl.Utf8)
+            names = sorted(set(col.drop_nulls().to_list()) - {""})
+            if names:
+                lookup = {name: code for code, name in enumerate(names)}
+                codes = np.full(data.n_items, -1, np.int64)
+                idx = cat[ITEM_IDX].to_numpy()
+                inside = (idx >= 0) & (idx < data.n_items)
+                codes[idx[inside]] = np.fromiter((lookup.get(c, -1) if c else -1 for c in col.to_list()),
+                                                 np.int64, count=len(col))[inside]
+                self.categories_ = np.asarray(names, dtype=str)
+                self.item_category_ = codes
+                self.category_popularity_ = self._within_category(counts)
+
+    def _within_category(self, counts: np.ndarray) -> np.ndarray:
+        cat = self.item_category_
+        top = np.zeros(len(self.categories_) + 1)
+        np.maximum.at(top, np.where(cat >= 0, cat, len(self.categories_)), counts)
+        denom = top[np.where(cat >= 0, cat, len(self.categories_))]
+        return np.where(denom > 0, counts / np.maximum(denom, 1e-12), 0.0).astype(np.float32)
+
+    @property
+    def has_categories(self) -> bool:
+        return len(self.categories_) > 0
+
+    def score(self, users: np.ndarray, histories: sp.csr_matrix | None) -> np.ndarray:
+        b = len(users)
+        scores = np.broadcast_to(self.popularity_, (b, self.n_items_)).copy()
+        mix = self.cfg.category_mix
+        if mix > 0 and self.has_categories and histories is not None:
+            h = self._histories(histories, b)
+            cat = self.item_category_
+            known = cat >= 0
+            onehot = sp.csr_matrix((np.ones(known.sum(), np.float32), (np.nonzero(known)[0], cat[known])),
+                                   shape=(self.n_items_, len(self.categories_)))
+            share = np.asarray((h @ onehot).todense(), np.float32)
+            total = share.sum(axis=1, keepdims=True)
+            has = total[:, 0] > 0
+            share = np.divide(share, total, out=np.zeros_like(share), where=total > 0)
+            per_item = np.where(known[None, :], share[:, np.maximum(cat, 0)], 0.0) * self.category_popularity_
+            scores[has] = ((1.0 - mix) * scores[has] + mix * per_item[has]).astype(np.float32)
+        return scores
+
+    def popular_in_category(self, category: str, n: int) -> ScoredItems:
+        """The n most popular items of a category or of any sub-category below it ("a/b" is under "a")."""
+        if not self.has_categories or n <= 0:
+            return ScoredItems.empty()
+        names = self.categories_.astype(str)
+        inside = np.nonzero((names == category) | np.char.startswith(names, category.rstrip("/") + "/"))[0]
+        items = np.nonzero(np.isin(self.item_category_, inside))[0]
+        if not len(items):
+            return ScoredItems.empty()
+        vals = self.popularity_[items]
+        order = np.lexsort((items, -vals))[:n]
+        return ScoredItems(items[order].astype(np.int64), vals[order].astype(np.float32))
+
+    def _state(self) -> dict[str, Any]:
+        return {"popularity": self.popularity_, "item_category": self.item_category_,
+                "categories": self.categories_.astype(str), "category_popularity": self.category_popularity_}
+
+    def _load_state(self, arrays: dict[str, Any]) -> None:
+        self.popularity_ = np.asarray(arrays["popularity"], np.float32)
+        self.item_category_ = np.asarray(arrays["item_category"], np.int64)
+        self.categories_ = np.asarray(arrays["categories"]).astype(str)
+        self.category_popularity_ = np.asarray(arrays["category_popularity"], np.float32)
+
+
+class Trending(Popularity):
+    """Popularity with a one-week half-life by default: what is selling now, not last year."""
+
+    name: ClassVar[str] = "trending"
+
+    @dataclass(frozen=True)
+    class Config(Popularity.Config):
+        half_life_days: float | None = 7.0
