@@ -210,10 +210,11 @@ def _native_jsonl_events(path: Path) -> RawEvents:
     sniff(path, "JSON objects, one per line")
     src = (
         f"(SELECT line, l, CASE WHEN strlen(l) > {MAX_LINE_BYTES} THEN 'line too long: over {MAX_LINE_BYTES} bytes' "
-        "WHEN NOT coalesce(json_valid(l), false) OR json_type(l) <> 'OBJECT' THEN 'not JSON: expected one object per line' END AS reject "
-        f"FROM {_lines_sql(path)} WHERE trim(l) <> '')"
+        "WHEN j IS NULL OR json_type(j) <> 'OBJECT' THEN 'not JSON: expected one object per line' END AS reject, j "
+        f"FROM (SELECT line, l, CASE WHEN strlen(l) <= {MAX_LINE_BYTES} AND coalesce(json_valid(l), false) THEN l END AS j "
+        f"FROM {_lines_sql(path)} WHERE trim(l) <> ''))"
     )
-    get = {n: f"CASE WHEN reject IS NULL THEN {_nullable(f'json_extract_string(l, {sql_str(chr(36) + chr(46) + n)})')} END"
+    get = {n: f"CASE WHEN reject IS NULL THEN {_nullable(f'json_extract_string(j, {sql_str(chr(36) + chr(46) + n)})')} END"
            for n in S.EVENT_COLUMNS + (S.SPLIT,)}
     return _text_events(src, path, get)
 

@@ -310,8 +310,9 @@ def generate_shop(config: ShopConfig, progress: Callable[[int], None] | None = N
     bots = _bot_events(cfg, np.random.default_rng(bot_seq), cat, popn, n_bot_events)
     humans, keep = _human_events(cfg, human_seq, cat, popn, clock, cfg.n_events - n_bot_events, report)
     bots.session += int(humans.session.max()) + 1 if len(humans) else 0
-    events = _Events.concat([humans, bots])
     keep = np.concatenate([keep, np.ones(len(bots), dtype=bool)])
+    events = _Events.concat([humans, bots])
+    del humans, bots
     frame = _events_frame(cfg, events, keep, cat, popn)
     report(cfg.n_events)
     return Shop(events=frame, items=cat.frame.sort(S.ITEM_ID), users=popn.frame)
@@ -869,8 +870,10 @@ def _events_frame(cfg: ShopConfig, ev: _Events, keep: np.ndarray, cat: _Catalogu
     n = max(len(ev), 1)
     idx = np.flatnonzero(keep)
     key = ev.t[idx] * n + idx
+    del idx
     key.sort()
     ev = ev.take(key % n)
+    del key
     n_sess = int(ev.session.max()) + 1 if len(ev) else 1
     never = np.iinfo(np.int64).max
     begin = np.full(n_sess, never, dtype=np.int64)

@@ -22,7 +22,7 @@ from fusionrec.evaluation.splits import DatasetLike, EvaluationError, Split, mak
 from fusionrec.evaluation.stats import bootstrap_ci, bootstrap_counts, paired_test, paired_tests
 
 __all__ = ["evaluate", "evaluate_splits", "EvalResult", "ModelResult", "RecommendationBlock", "ModelFactory",
-           "per_user_metric_names", "aggregate_metric_names"]
+           "per_user_metric_names", "aggregate_metric_names", "metric_names"]
 
 ModelFactory = Callable[[str, dict[str, Any]], CandidateGenerator]
 Progress = Callable[[str], None]
@@ -42,7 +42,8 @@ def aggregate_metric_names(ks: Sequence[int]) -> list[str]:
     return [f"{m}@{k}" for k in ks for m in _AGGREGATE]
 
 
-def _metric_order(ks: Sequence[int]) -> list[str]:
+def metric_names(ks: Sequence[int]) -> list[str]:
+    """Every metric name in report order: recall@10, precision@10, ..., gini@20."""
     return [f"{m}@{k}" for k in ks for m in (*M.RANKING_METRICS, "coverage", *_PER_USER_EXTRA, "gini")]
 
 
@@ -75,7 +76,7 @@ class ModelResult:
     rec_popularity: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
     def to_dict(self, ks: Sequence[int]) -> dict[str, Any]:
-        order = [m for m in _metric_order(ks) if m in self.metrics]
+        order = [m for m in metric_names(ks) if m in self.metrics]
         out: dict[str, Any] = {
             "metrics": {m: self.metrics[m] for m in order},
             "fit_seconds": self.fit_seconds,

@@ -190,9 +190,14 @@ def intra_list_diversity(recs: np.ndarray, k: int, *, categories: np.ndarray | N
 
 
 def intra_list_diversities(recs: np.ndarray, ks: Sequence[int], *, categories: np.ndarray | None = None,
-                           interactions: sp.csr_matrix | None = None,
+                           interactions: sp.csr_matrix | None = None, method: str = "auto",
                            max_gram_items: int = 6000) -> dict[int, np.ndarray]:
-    """`intra_list_diversity` at several K, sharing the item-similarity work."""
+    """`intra_list_diversity` at several K, sharing the item-similarity work.
+
+    `method` picks how cosines are summed: "users", "gram" or "auto" (the cheaper; same result).
+    """
+    if method not in ("auto", "users", "gram"):
+        raise ValueError(f"method must be 'auto', 'users' or 'gram', not {method!r}")
     ks = sorted({int(k) for k in ks})
     if categories is not None:
         return {k: _category_ild(_pad(recs, k), np.asarray(categories, np.int64)) for k in ks}
@@ -214,7 +219,7 @@ def intra_list_diversities(recs: np.ndarray, ks: Sequence[int], *, categories: n
     cost_users = float(pop[r[r >= 0]].sum()) * len(ks)
     deg = np.diff(x[:, listed].tocsr().indptr).astype(np.float64) if len(listed) else np.zeros(1)
     cost_gram = float((deg ** 2).sum()) + float(len(listed)) ** 2
-    use_gram = len(listed) <= max_gram_items and cost_gram < cost_users
+    use_gram = method == "gram" or (method == "auto" and len(listed) <= max_gram_items and cost_gram < cost_users)
     out: dict[int, np.ndarray] = {}
     if use_gram:
         sub = xt[listed]
