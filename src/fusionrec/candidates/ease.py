@@ -84,8 +84,10 @@ class EASE(CandidateGenerator):
         for sl in row_blocks(rows_work, 2.0e7):
             gram[sl] = (xt[sl] @ x).toarray()
         gram[np.diag_indices(n)] += l2
+        # LAPACK works in place on Fortran order only; the Gram matrix is symmetric, so its transpose
+        # view is the same matrix in Fortran order and no N x N copy is made
         potrf, potri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potri"), (gram,))
-        chol, info = potrf(gram, lower=False, overwrite_a=True, clean=False)
+        chol, info = potrf(gram.T, lower=False, overwrite_a=True, clean=False)
         if info != 0:
             raise np.linalg.LinAlgError(f"EASE: Gram matrix + l2 I is not positive definite (potrf info={info})")
         del gram
@@ -100,6 +102,7 @@ class EASE(CandidateGenerator):
             blk = p[start:stop, start:stop]
             p[start:stop, start:stop] = np.triu(blk) + np.triu(blk, 1).T
             p[stop:, start:stop] = p[start:stop, stop:].T
+        p = p.T  # symmetric: the C-order view of the same memory
         diag = np.diag(p).copy()
         p /= -diag[None, :]
         np.fill_diagonal(p, 0.0)

@@ -157,12 +157,14 @@ def _event_select(src: str, path: Path, cols: dict[str, str]) -> str:
         out.append(f"CAST({expr} AS VARCHAR) AS {name}")
     seq = cols.get(S.SEQ, "line")
     out += [f"CAST({seq} AS BIGINT) AS {S.SEQ}", f"{sql_str(path)} AS {S.SOURCE}", f"CAST(line AS BIGINT) AS {S.LINE}",
-            "reject", "left(l, 1000) AS raw"]
+            "reject", "l AS raw"]
     return f"SELECT {', '.join(out)} FROM {src}"
 
 
 def _nullable(expr: str) -> str:
-    return f"nullif(trim({expr}), '')"
+    """Empty -> NULL; surrounding spaces trimmed only where present (trim on every value is slow)."""
+    return (f"CASE WHEN {expr} = '' THEN NULL WHEN starts_with({expr}, ' ') OR ends_with({expr}, ' ') "
+            f"THEN nullif(trim({expr}), '') ELSE {expr} END")
 
 
 # -- formats -----------------------------------------------------------------------------------

@@ -141,6 +141,8 @@ _TAXONOMY: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, tuple[tup
     ),
 }
 _TOPS = tuple(_TAXONOMY)
+_SUBS = [(top, sub) for top in _TOPS for sub in _TAXONOMY[top][2]]
+_SUB_TOP = np.array([_TOPS.index(top) for top, _ in _SUBS])
 _COLORS = ("black", "white", "grey", "navy", "red", "green", "beige", "blue", "pink", "silver")
 _PHRASES = (
     "Built for everyday use.", "A customer favourite.", "Designed to last.", "Great value for the price.",
@@ -171,7 +173,7 @@ class ShopConfig:
     n_days: int = 56
     start: str = "2026-01-05"  # UTC date of the first day
     n_factors: int = 8  # latent taste dimensions
-    zipf_exponent: float = 1.2  # popularity ~ rank ** -zipf_exponent inside each subcategory
+    zipf_exponent: float = 1.0  # item popularity ~ (global rank) ** -zipf_exponent
     taste_strength: float = 1.5  # weight of taste . item factors in the item choice
     category_focus: float = 6.0  # total Dirichlet concentration of a user's subcategory preference: lower = more focused
     price_strength: float = 1.0  # how much price sensitivity pushes choices towards cheap items
@@ -200,6 +202,9 @@ class ShopConfig:
             (0.0 < self.buy_rate < 1.0 and 0.0 <= self.repeat_rate < 1.0, "buy_rate/repeat_rate must be in (0, 1)"),
             (self.mean_session_views >= 1.5, "mean_session_views must be at least 1.5"),
             (self.candidates >= 1 and self.n_factors >= 1, "candidates and n_factors must be positive"),
+            (0.0 <= self.unavailable_share < 0.5 and 0.0 <= self.new_item_share < 0.5,
+             "unavailable_share/new_item_share must be in [0, 0.5)"),
+            (self.zipf_exponent > 0 and self.drift >= 0, "zipf_exponent must be positive and drift non-negative"),
         ]
         for ok, message in checks:
             if not ok:
@@ -232,9 +237,10 @@ class _Catalogue:
 
     sub: np.ndarray  # int16 subcategory per item
     sub_top: np.ndarray  # top category per subcategory
-    sub_lo: np.ndarray  # first item of each subcategory (length n_sub + 1); inside, items by popularity rank
-    sub_mass: np.ndarray  # share of demand per subcategory
-    zipf_a: np.ndarray  # per subcategory: (size + 1) ** (1 - s) - 1, the inverse-CDF constant of its Zipf law
+    sub_lo: np.ndarray  # first item of each subcategory (length n_sub + 1)
+    pop_cum: np.ndarray  # cumulative popularity in internal order, float64, ends at 1
+    sub_mass: np.ndarray  # popularity per subcategory
+    guide: np.ndarray  # guide[j]: first item whose cumulative popularity exceeds j / len(guide)
     factors: np.ndarray  # (n_items, d) float32, scaled by 1/sqrt(d)
     zprice: np.ndarray  # float32 log-price standardised within the subcategory
     trend: np.ndarray  # float32 popularity trend per item (log scale per unit of drift)
@@ -307,7 +313,7 @@ def generate_shop(config: ShopConfig, progress: Callable[[int], None] | None = N
     popn = _population(cfg, np.random.default_rng(pop_seq))
     clock = _Clock(cfg)
     n_bot_events = int(round(cfg.bot_event_share * cfg.n_events)) if popn.is_bot.any() else 0
-    bots = _bot_events(cfg, np.random.default_rng(bot_seq), cat, popn, n_bot_events)
+    bots = _bot_events(cfg, np.random.default_rng(bot_seq), cat, popn, clock, n_bot_events)
     humans, keep = _human_events(cfg, human_seq, cat, popn, clock, cfg.n_events - n_bot_events, report)
     bots.session += int(humans.session.max()) + 1 if len(humans) else 0
     keep = np.concatenate([keep, np.ones(len(bots), dtype=bool)])
@@ -337,22 +343,24 @@ def write_shop(shop: Shop, out: Path, parquet: bool = False) -> dict[str, Path]:
 
 def _catalogue(cfg: ShopConfig, rng: np.random.Generator) -> _Catalogue:
     """Items grouped by subcategory with prices, factors, popularity, trends and their table."""
-    subs = [(top, sub) for top in _TOPS for sub in _TAXONOMY[top][2]]
+    subs = _SUBS
     n_sub, n, d = len(subs), cfg.n_items, cfg.n_factors
-    sub_top = np.array([_TOPS.index(top) for top, _ in subs])
+    sub_top = _SUB_TOP
     # subcategory sizes vary (some ranges are deep, some shallow); every subcategory has items
     size_w = rng.lognormal(0.0, 0.5, n_sub)
     sizes = np.ones(n_sub, dtype=np.int64) + rng.multinomial(n - n_sub, size_w / size_w.sum())
     sub_lo = np.concatenate([[0], np.cumsum(sizes)])
     sub = np.repeat(np.arange(n_sub), sizes).astype(np.int16)
 
-    # Zipf popularity by rank inside each subcategory (internal order = rank): a long tail everywhere.
-    # The continuous law ~ (x + 1) ** -s on [0, size) samples in O(1) by inverse CDF (see _candidates).
-    sub_mass = size_w / size_w.sum()
-    e = 1.0 - cfg.zipf_exponent
-    zipf_a = _zipf_integral(sizes.astype(np.float64), e)
-    local = (np.arange(n) - sub_lo[sub]).astype(np.float64)
-    pop = sub_mass[sub] * (_zipf_integral(local + 1.0, e) - _zipf_integral(local, e)) / zipf_a[sub]
+    # Zipf popularity over a random global rank, most popular first inside each subcategory: a few
+    # blockbusters and a long tail. A guide table makes inverse-CDF draws O(1) (see _candidates).
+    pop = (rng.permutation(n) + 1.0) ** -cfg.zipf_exponent
+    pop = pop[np.lexsort((-pop, sub))]
+    pop /= pop.sum()
+    pop_cum = np.cumsum(pop)
+    pop_cum[-1] = 1.0
+    sub_mass = np.add.reduceat(pop, sub_lo[:-1])
+    guide = np.searchsorted(pop_cum, np.arange(4 * n) / (4 * n), side="right")
 
     # brands: 8 per top; each brand has a price premium and a style vector shared by its items
     n_brand = len(_TAXONOMY[_TOPS[0]][1])
@@ -378,24 +386,17 @@ def _catalogue(cfg: ShopConfig, rng: np.random.Generator) -> _Catalogue:
     movable = np.ones(n, dtype=bool)
     movable[fallback] = False
     is_new = movable & (rng.random(n) < cfg.new_item_share)
-    launch = np.where(is_new, rng.uniform(0.15, 0.85, n) * horizon, 0.0)
-    launch_day = np.floor(launch / DAY)
-    launch = np.where(is_new, launch_day * DAY, 0.0)
+    launch = np.where(is_new, np.floor(rng.uniform(0.15, 0.85, n) * cfg.n_days) * DAY, 0.0)  # at midnight
     out = movable & ~is_new & (rng.random(n) < cfg.unavailable_share)
     stockout = np.where(out, rng.uniform(0.5, 0.95, n) * horizon, np.inf)
     trend = (rng.normal(0.0, 0.5, n) * cfg.drift).astype(np.float32)
     refill = np.array([_TAXONOMY[t][2][s][2] for t, s in subs], dtype=np.float32)[sub]
 
     frame = _items_frame(cfg, rng, subs, sub, top, brand_id, price, pop, launch, is_new, out, refill)
-    return _Catalogue(sub=sub, sub_top=sub_top, sub_lo=sub_lo, sub_mass=sub_mass, zipf_a=zipf_a,
+    return _Catalogue(sub=sub, sub_top=sub_top, sub_lo=sub_lo, pop_cum=pop_cum, sub_mass=sub_mass, guide=guide,
                       factors=factors.astype(np.float32), zprice=zprice.astype(np.float32), trend=trend,
                       launch=launch, stockout=stockout, refill_days=refill, fallback=fallback, price=price,
                       frame=frame)
-
-
-def _zipf_integral(x: np.ndarray, e: float) -> np.ndarray:
-    """Integral of (t + 1) ** (e - 1) from 0 to x, up to the factor 1/e: the unnormalised Zipf CDF."""
-    return (x + 1.0) ** e - 1.0 if abs(e) > 1e-9 else np.log1p(x)
 
 
 def _items_frame(cfg: ShopConfig, rng: np.random.Generator, subs: list[tuple[str, str]], sub: np.ndarray,
@@ -431,9 +432,8 @@ def _items_frame(cfg: ShopConfig, rng: np.random.Generator, subs: list[tuple[str
         "consumable": refill > 0, "refill": refill.astype(np.int32), "color": color, "rating": rating,
         "is_new": is_new, "launch": launch_date, "phrase": phrase,
     })
-    js_bool = lambda c: pl.when(pl.col(c)).then(pl.lit("true")).otherwise(pl.lit("false"))  # noqa: E731
     attributes = pl.concat_str([
-        pl.lit('{"consumable": '), js_bool("consumable"),
+        pl.lit('{"consumable": '), _json_bool("consumable"),
         pl.lit(', "refill_days": '), pl.when(pl.col("consumable")).then(pl.col("refill").cast(pl.Utf8))
         .otherwise(pl.lit("null")),
         pl.lit(', "color": '), pl.when(pl.col("consumable")).then(pl.lit("null"))
@@ -462,11 +462,13 @@ def _items_frame(cfg: ShopConfig, rng: np.random.Generator, subs: list[tuple[str
     )
 
 
+def _json_bool(column: str) -> pl.Expr:
+    return pl.when(pl.col(column)).then(pl.lit("true")).otherwise(pl.lit("false"))
+
+
 def _population(cfg: ShopConfig, rng: np.random.Generator) -> _Population:
     """Users: segment, focused subcategory preferences, tastes, price sensitivity, activity, bots."""
     n, d = cfg.n_users, cfg.n_factors
-    subs = [(top, sub) for top in _TOPS for sub in _TAXONOMY[top][2]]
-    sub_top = np.array([_TOPS.index(top) for top, _ in subs])
     seg_names = np.array(list(_SEGMENTS))
     seg_share = np.array([3, 3, 3, 3, 2, 2, 2, 2], dtype=np.float64)
     seg = rng.choice(len(seg_names), n, p=seg_share / seg_share.sum())
@@ -474,7 +476,7 @@ def _population(cfg: ShopConfig, rng: np.random.Generator) -> _Population:
     seg_sens = np.array([s for _, s in _SEGMENTS.values()])
 
     # each user concentrates on a few subcategories: Dirichlet around the segment's prior
-    base = seg_aff[seg][:, sub_top]
+    base = seg_aff[seg][:, _SUB_TOP]
     base = base / base.sum(axis=1, keepdims=True)
     pref = rng.gamma(cfg.category_focus * base + 1e-3).astype(np.float32)
     pref /= pref.sum(axis=1, keepdims=True)
@@ -494,12 +496,11 @@ def _population(cfg: ShopConfig, rng: np.random.Generator) -> _Population:
     is_bot[rng.choice(n, n_bots, replace=False)] = True
 
     width = max(6, len(str(n - 1)))
-    js_bool = pl.when(pl.col("bot")).then(pl.lit("true")).otherwise(pl.lit("false"))
     frame = pl.DataFrame({"idx": np.arange(n), "segment": seg_names[seg], "sens": np.round(sens, 2),
                           "bot": is_bot}).select(
         pl.concat_str([pl.lit("u"), pl.col("idx").cast(pl.Utf8).str.zfill(width)]).alias(S.USER_ID),
         pl.concat_str([pl.lit('{"segment": "'), pl.col("segment"), pl.lit('", "price_sensitivity": '),
-                       pl.col("sens").cast(pl.Utf8), pl.lit(', "bot": '), js_bool, pl.lit("}")]).alias(S.ATTRIBUTES),
+                       pl.col("sens").cast(pl.Utf8), pl.lit(', "bot": '), _json_bool("bot"), pl.lit("}")]).alias(S.ATTRIBUTES),
     )
     return _Population(is_bot=is_bot, pref=pref, taste=taste, taste_drift=taste_drift, sensitivity=sens,
                        activity=activity, window=np.stack([join, leave], axis=1), loyalty=loyalty, frame=frame)
@@ -720,7 +721,7 @@ def _seasonality(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue) -> 
     """Per day and subcategory demand multiplier: top categories trend and two have a bump."""
     n_top = len(_TOPS)
     f = (np.arange(cfg.n_days) + 0.5) / cfg.n_days
-    slope = rng.uniform(-0.5, 0.5, n_top)
+    slope = rng.permutation(np.linspace(-0.5, 0.5, n_top))  # some categories rise, as many fall
     bump = np.zeros(n_top)
     bump[rng.choice(n_top, 2, replace=False)] = 0.8
     centre = rng.uniform(0.3, 0.8, n_top)
@@ -755,7 +756,7 @@ def _choose_items(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, po
     for lo in range(0, n, chunk):
         s, c = p_sess[lo:lo + chunk], p_sub[lo:lo + chunk]
         m = len(s)
-        cand = _candidates(rng, cat, c, k, cfg.zipf_exponent)
+        cand = _candidates(rng, cat, c, k)
         taste = np.matmul(cat.factors[cand], u_vec[s][:, :, None])[:, :, 0]
         sens = popn.sensitivity[user[s]]
         price = -cfg.price_strength * (2.0 * sens - 1.0)[:, None] * cat.zprice[cand]
@@ -776,14 +777,23 @@ def _choose_items(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, po
     return items, fit
 
 
-def _candidates(rng: np.random.Generator, cat: _Catalogue, sub: np.ndarray, k: int, s: float) -> np.ndarray:
-    """`k` items per row drawn by Zipf popularity inside the row's subcategory: (len(sub), k) indices."""
-    u = rng.random((len(sub), k))
-    a = cat.zipf_a[sub][:, None]
-    e = 1.0 - s
-    x = np.expm1(np.log1p(u * a) / e) if abs(e) > 1e-9 else np.expm1(u * a)
-    size = (cat.sub_lo[sub + 1] - cat.sub_lo[sub])[:, None]
-    return cat.sub_lo[sub][:, None] + np.minimum(x.astype(np.int64), size - 1)
+def _candidates(rng: np.random.Generator, cat: _Catalogue, sub: np.ndarray, k: int) -> np.ndarray:
+    """`k` items per row drawn by popularity inside the row's subcategory: (len(sub), k) indices.
+
+    Inverse CDF with a guide table (Chen and Asau): start at the guide entry of the draw's bucket and
+    step forward; a bucket holds about one item, so the loop runs a few times over ever fewer draws.
+    """
+    base = np.concatenate([[0.0], cat.pop_cum])[cat.sub_lo[sub]]
+    r = (base[:, None] + rng.random((len(sub), k)) * cat.sub_mass[sub][:, None]).ravel()
+    guide = cat.guide
+    i = guide[np.minimum((r * len(guide)).astype(np.int64), len(guide) - 1)]
+    todo = np.flatnonzero(cat.pop_cum[i] <= r)
+    while todo.size:
+        i[todo] += 1
+        todo = todo[cat.pop_cum[np.minimum(i[todo], len(cat.pop_cum) - 1)] <= r[todo]]
+    # rounding at a subcategory's edge can land one item off: keep every draw inside its subcategory
+    lo, hi = cat.sub_lo[sub][:, None], cat.sub_lo[sub + 1][:, None] - 1
+    return np.clip(i.reshape(len(sub), k), lo, hi)
 
 
 def _calibrated(x: np.ndarray, mask: np.ndarray, target: float) -> np.ndarray:
@@ -834,14 +844,14 @@ def _refills(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, popn: _
     )
 
 
-def _bot_events(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, popn: _Population,
+def _bot_events(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, popn: _Population, clock: _Clock,
                 n_events: int) -> _Events:
     """Crawlers: long view-only sessions over random launched items, one to three seconds apart."""
     bots = np.flatnonzero(popn.is_bot)
     if n_events == 0 or len(bots) == 0:
         return _Events.empty()
     horizon = cfg.n_days * DAY
-    share = rng.dirichlet(np.full(len(bots), 3.0))
+    share = rng.dirichlet(np.full(len(bots), 10.0))
     per_bot = rng.multinomial(n_events, share)
     n_sess = np.maximum(1, np.ceil(per_bot / rng.uniform(200, 800, len(bots)))).astype(np.int64)
     sess_bot = np.repeat(np.arange(len(bots)), n_sess)
@@ -850,7 +860,7 @@ def _bot_events(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, popn
     ev_sess = np.sort(sess_off[ev_bot] + (rng.random(n_events) * n_sess[ev_bot]).astype(np.int64))
     n_total = int(sess_off[-1])
     lo = np.zeros(len(bots))
-    hi = np.full(len(bots), horizon - 2.0 * DAY)
+    hi = np.full(len(bots), clock.end)  # crawlers keep no hours: wall-clock time, no diurnal warp
     start = np.floor(_spaced_starts(rng, sess_bot, lo, hi, 6.0 * HOUR)).astype(np.int64)
     t = start[ev_sess] + _segment_offsets(rng.integers(1, 4, n_events).astype(np.int64), ev_sess, n_total)
     item = rng.integers(0, len(cat.price), n_events)

@@ -65,12 +65,16 @@ def _behavior_case(rules: ValidationRules) -> str:
 
 
 def _ts_expr() -> str:
-    # ISO 8601 first (offsets honoured, the session is UTC); then epoch seconds or milliseconds
+    """ISO 8601 (a trailing UTC offset is honoured; the session is UTC), else epoch seconds or milliseconds."""
+    has_offset = ("(strlen(timestamp) > 19 AND (timestamp[-6:-6] IN ('+', '-') OR timestamp[-5:-5] IN ('+', '-')))")
     num = "TRY_CAST(timestamp AS DOUBLE)"
-    return ("coalesce(CAST(TRY_CAST(timestamp AS TIMESTAMPTZ) AS TIMESTAMP), "
-            f"CASE WHEN abs({num}) >= 1e15 THEN NULL "
-            f"WHEN abs({num}) >= 1e11 THEN make_timestamp(CAST({num} * 1000 AS BIGINT)) "
-            f"ELSE make_timestamp(CAST({num} * 1000000 AS BIGINT)) END)")
+    numeric = (f"CASE WHEN abs({num}) >= 1e15 THEN NULL "
+               f"WHEN abs({num}) >= 1e11 THEN make_timestamp(CAST({num} * 1000 AS BIGINT)) "
+               f"ELSE make_timestamp(CAST({num} * 1000000 AS BIGINT)) END")
+    return (f"CASE WHEN timestamp IS NULL THEN NULL "
+            f"WHEN {has_offset} THEN CAST(TRY_CAST(timestamp AS TIMESTAMPTZ) AS TIMESTAMP) "
+            f"WHEN TRY_CAST(timestamp AS TIMESTAMP) IS NOT NULL THEN TRY_CAST(timestamp AS TIMESTAMP) "
+            f"ELSE {numeric} END")
 
 
 def validated_sql(raw: RawEvents, rules: ValidationRules) -> str:
@@ -80,7 +84,7 @@ def validated_sql(raw: RawEvents, rules: ValidationRules) -> str:
     hi_s = sql_str(hi.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" "))
     need_ts = "TRUE" if rules.require_timestamp else "FALSE"
     return f"""
-SELECT * EXCLUDE (raw), CASE WHEN reason IS NOT NULL THEN raw END AS raw FROM (
+SELECT * EXCLUDE (raw), CASE WHEN reason IS NOT NULL THEN left(raw, 1000) END AS raw FROM (
 SELECT user_id, item_id, beh AS behavior, ts AS timestamp, seq,
        CASE WHEN ts IS NULL THEN seq END AS order_key,
        session_id, TRY_CAST(quantity AS INTEGER) AS quantity, TRY_CAST(price AS DOUBLE) AS price, context, split,

@@ -31,8 +31,7 @@ _DDL = f"""
 CREATE TABLE IF NOT EXISTS events (
   {S.USER_ID} VARCHAR NOT NULL, {S.ITEM_ID} VARCHAR NOT NULL, {S.BEHAVIOR} VARCHAR NOT NULL,
   {S.TIMESTAMP} TIMESTAMP, {S.SEQ} BIGINT, order_key BIGINT, {S.SESSION_ID} VARCHAR, {S.QUANTITY} INTEGER,
-  {S.PRICE} DOUBLE, {S.CONTEXT} VARCHAR, {S.SPLIT} VARCHAR, {S.SOURCE} VARCHAR, {S.LINE} BIGINT,
-  ekey UHUGEINT NOT NULL
+  {S.PRICE} DOUBLE, {S.CONTEXT} VARCHAR, {S.SPLIT} VARCHAR, {S.SOURCE} VARCHAR, {S.LINE} BIGINT
 );
 CREATE TABLE IF NOT EXISTS quarantine (
   {S.SOURCE} VARCHAR, {S.LINE} BIGINT, {S.REASON} VARCHAR, raw VARCHAR, ingested_at TIMESTAMP
@@ -48,8 +47,9 @@ CREATE TABLE IF NOT EXISTS ingests (
 );
 """
 
-# 128-bit content key: exact duplicates share it, distinct events collide with probability ~1e-20
-_KEY = "md5_number(concat_ws(chr(31), " + ", ".join(f"coalesce(CAST({c} AS VARCHAR), chr(0))" for c in CONTENT_COLUMNS) + "))"
+# exact match on every content column; the equalities on the non-null ids drive DuckDB's hash join
+_SAME = " AND ".join([f"e.{c} = f.{c}" for c in (S.USER_ID, S.ITEM_ID, S.BEHAVIOR)]
+                     + [f"e.{c} IS NOT DISTINCT FROM f.{c}" for c in CONTENT_COLUMNS[3:]])
 
 
 def file_checksum(path: Path, chunk: int = 1 << 20) -> str:
@@ -175,20 +175,20 @@ class EventStore:
                     "WHERE reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall())
                 counts.rejected = sum(counts.reasons.values())
                 cols = ", ".join(CONTENT_COLUMNS)
-                con.execute(f"""CREATE OR REPLACE TEMP TABLE fresh AS
-                    SELECT ekey, {", ".join(f"any_value({c}) AS {c}" for c in CONTENT_COLUMNS)},
-                           min({S.SEQ}) AS {S.SEQ}, any_value({S.SOURCE}) AS {S.SOURCE}, min({S.LINE}) AS {S.LINE}
-                    FROM (SELECT *, {_KEY} AS ekey FROM staged WHERE reason IS NULL) GROUP BY ekey""")
+                # exact duplicates inside the file: GROUP BY every content column (fast in DuckDB, no collisions)
+                fresh = (f"SELECT {cols}, min({S.SEQ}) AS {S.SEQ}, min({S.SOURCE}) AS {S.SOURCE}, "
+                         f"min({S.LINE}) AS {S.LINE} FROM staged WHERE reason IS NULL GROUP BY ALL")
                 before = self.count("events")
-                novel = "" if before == 0 else "WHERE ekey NOT IN (SELECT ekey FROM events)"
-                con.execute(f"INSERT INTO events ({cols}, {S.SEQ}, {S.SOURCE}, {S.LINE}, ekey) "
-                            f"SELECT {cols}, {S.SEQ}, {S.SOURCE}, {S.LINE}, ekey FROM fresh {novel}")
+                # ... and against what the store already holds (skipped when it is empty)
+                novel = "" if before == 0 else f"WHERE NOT EXISTS (SELECT 1 FROM events e WHERE {_SAME})"
+                con.execute(f"INSERT INTO events ({cols}, {S.SEQ}, {S.SOURCE}, {S.LINE}) "
+                            f"SELECT {cols}, {S.SEQ}, {S.SOURCE}, {S.LINE} FROM ({fresh}) f {novel}")
                 counts.accepted = self.count("events") - before
                 counts.duplicates = counts.rows_in - counts.accepted - counts.rejected
                 con.execute("INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, now())",
                             [str(raw.source), plan.format, _checksum_or_empty(raw.source), counts.rows_in,
                              counts.accepted, counts.rejected, counts.duplicates])
-                con.execute("DROP TABLE staged; DROP TABLE fresh")
+                con.execute("DROP TABLE staged")
                 for table in raw.temp_tables:
                     con.execute(f"DROP TABLE IF EXISTS {table}")
                 con.execute("COMMIT")
