@@ -180,5 +180,100 @@ def stats(
     out.print(t)
 
 
+def _csv_list(value: str, flag: str) -> list[str]:
+    from fusionrec.errors import ConfigError
+
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ConfigError(f"{flag}: expected a comma-separated list, got {value!r}")
+    return items
+
+
+def _ks(value: str) -> list[int]:
+    from fusionrec.errors import ConfigError
+
+    try:
+        ks = sorted({int(v) for v in _csv_list(value, "--k")})
+    except ValueError:
+        raise ConfigError(f"--k: expected positive integers such as 10,20; got {value!r}") from None
+    if any(k <= 0 or k > 1000 for k in ks):
+        raise ConfigError(f"--k: each K must be between 1 and 1000; got {value!r}")
+    return ks
+
+
+def _model_params(config: Path | None, dataset_name: str) -> dict[str, dict[str, Any]]:
+    """Per-model parameters from a TOML file: a [model] table each (the tuned configs under configs/)."""
+    import tomllib
+
+    from fusionrec.errors import ConfigError
+
+    if config is None:
+        return {}
+    try:
+        data = tomllib.loads(Path(config).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{config}: cannot read the TOML config ({exc})") from None
+    models = data.get("models", data)
+    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
+        raise ConfigError(f"{config}: expected one [models.NAME] table of parameters per model")
+    return {k: dict(v) for k, v in models.items()}
+
+
+@app.command()
+@user_errors
+def evaluate(
+    data: Path = typer.Option(..., "--data", help="Dataset file or folder."),
+    fmt: str = typer.Option(..., "--format", help="Input format (see `ingest --help`)."),
+    protocol: str = typer.Option(..., "--protocol", help="given, temporal, leave-last-out or kfold."),
+    models: str = typer.Option("pop,itemknn,rp3beta,ease,als", "--models", help="Comma-separated model names."),
+    k: str = typer.Option("10,20", "--k", help="Cut-offs, comma-separated."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the metrics JSON here."),
+    save_recs: Optional[Path] = typer.Option(None, "--save-recs", help="Write every recommendation list as CSV."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write Markdown and HTML reports into this folder."),
+    seed: int = typer.Option(0, "--seed", help="Seed for models, folds and bootstrap."),
+    test_days: Optional[float] = typer.Option(None, "--test-days", min=0.0, help="temporal: the last D days are test."),
+    exclude_seen: bool = typer.Option(True, "--exclude-seen/--include-seen",
+                                      help="Exclude items the user had in training from targets and lists."),
+    folds: int = typer.Option(5, "--folds", min=2, max=20, help="kfold: number of folds over users."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML with [models.NAME] parameters (e.g. configs/*.toml)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result JSON on stdout."),
+) -> None:
+    """Fit models on a protocol's training data and measure them on its test targets."""
+    import shlex
+
+    from fusionrec.data.loading import load_dataset
+    from fusionrec.evaluation.evaluator import evaluate as run_evaluation
+    from fusionrec.evaluation.report import print_report, write_report
+    from fusionrec.evaluation.splits import EvaluationError
+    from fusionrec.errors import ConfigError
+
+    ks = _ks(k)
+    names = _csv_list(models, "--models")
+    if protocol == "temporal" and test_days is None:
+        raise ConfigError("--protocol temporal needs --test-days D (the last D days are the test window)")
+    command = "fusionrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with _progress() as bar:
+        task = bar.add_task(f"loading {data}", total=None)
+        ds = load_dataset(data, fmt)
+        params = _model_params(config, ds.name)
+        try:
+            result = run_evaluation(ds, protocol, names, ks, params=params, seed=seed, test_days=test_days,
+                                    exclude_seen=exclude_seen, folds=folds, command=command,
+                                    progress=lambda msg: bar.update(task, description=msg))
+        except EvaluationError as exc:
+            raise ConfigError(str(exc)) from None
+    if output:
+        result.write_json(output)
+    if save_recs:
+        result.save_recs(save_recs)
+    if report:
+        paths = write_report(result, report, command=command)
+        console.print(f"report: {paths.get('html', report)}")
+    if as_json:
+        sys.stdout.write(result.to_json() + "\n")
+    else:
+        print_report(result, out)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

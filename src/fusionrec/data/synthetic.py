@@ -850,7 +850,6 @@ def _bot_events(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, popn
     bots = np.flatnonzero(popn.is_bot)
     if n_events == 0 or len(bots) == 0:
         return _Events.empty()
-    horizon = cfg.n_days * DAY
     share = rng.dirichlet(np.full(len(bots), 10.0))
     per_bot = rng.multinomial(n_events, share)
     n_sess = np.maximum(1, np.ceil(per_bot / rng.uniform(200, 800, len(bots)))).astype(np.int64)
