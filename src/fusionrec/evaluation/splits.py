@@ -169,9 +169,9 @@ def leave_last_out_split(ds: DatasetLike, exclude_seen: bool = True) -> Split:
     test_f = ev.filter(last)
 
     def valid() -> Split:
-        # the last training event of users with >= 3 events overall, i.e. >= 2 left in training
-        tr = _ordered(train_f.drop(_POS, _LEN))
-        vlast = (pl.col(_LEN) >= 2) & (pl.col(_POS) == pl.col(_LEN) - 1)
+        # the last training event of the tested users (>= 3 events overall, so >= 2 left in training)
+        tr = _ordered(train_f.drop(_POS).rename({_LEN: "_n_all"}))
+        vlast = (pl.col("_n_all") >= 3) & (pl.col(_POS) == pl.col(_LEN) - 1)
         return _build_split("leave-last-out/valid", tr.filter(~vlast), tr.filter(vlast), ds.items, exclude_seen,
                             "each user's second-to-last event")
 
