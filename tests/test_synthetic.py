@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +69,7 @@ def test_exact_count_sorted_and_inside_the_window(shop: Shop) -> None:
     ts = shop.events[S.TIMESTAMP]
     assert shop.events.height == CONFIG.n_events
     assert ts.is_sorted()
-    start = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 5, tzinfo=UTC)
     assert ts.min() >= start and ts.max() < start + timedelta(days=CONFIG.n_days)
 
 

@@ -177,6 +177,7 @@ def stats(
     for step, r in s["funnel"].items():
         t.add_row(f"funnel {step}", "-" if r is None else f"{r:.2%}")
     t.add_row("quarantined rows", f"{s['quarantined']:,}")
+    t.add_row("bot/outlier users (flagged)", f"{s['bot_users']:,}")
     out.print(t)
 
 

@@ -6,7 +6,7 @@ import polars as pl
 
 from fusionrec import schema as S
 
-__all__ = ["assign_sessions", "kcore", "flag_bots", "DEFAULT_SESSION_GAP_MINUTES"]
+__all__ = ["assign_sessions", "kcore", "flag_bots", "bots_from_minutes", "DEFAULT_SESSION_GAP_MINUTES"]
 
 DEFAULT_SESSION_GAP_MINUTES = 30.0
 
@@ -48,14 +48,18 @@ def flag_bots(events: pl.DataFrame, max_events_per_minute: float = 30.0, min_eve
 
     Flagged users are reported, not dropped: the caller decides (training excludes them by default).
     """
-    if S.TIMESTAMP not in events.columns or events.height == 0:
-        return pl.DataFrame({S.USER_ID: [], "events": [], "peak_per_minute": [], "bot": []},
-                            schema={S.USER_ID: pl.Utf8, "events": pl.UInt32, "peak_per_minute": pl.UInt32, "bot": pl.Boolean})
+    if S.TIMESTAMP not in events.columns:
+        events = events.with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias(S.TIMESTAMP))
     per_minute = (events.filter(pl.col(S.TIMESTAMP).is_not_null())
                   .group_by(S.USER_ID, pl.col(S.TIMESTAMP).dt.truncate("1m").alias("minute")).len())
-    peak = per_minute.group_by(S.USER_ID).agg(pl.col("len").max().alias("peak_per_minute"))
-    total = events.group_by(S.USER_ID).len().rename({"len": "events"})
-    out = total.join(peak, on=S.USER_ID, how="left").with_columns(pl.col("peak_per_minute").fill_null(0))
+    return bots_from_minutes(per_minute, max_events_per_minute, min_events)
+
+
+def bots_from_minutes(per_minute: pl.DataFrame, max_events_per_minute: float = 30.0,
+                      min_events: int = 50) -> pl.DataFrame:
+    """The bot rule over (user_id, minute, len) counts, so a store can aggregate in SQL first."""
+    out = per_minute.group_by(S.USER_ID).agg(pl.col("len").sum().alias("events"),
+                                             pl.col("len").max().alias("peak_per_minute"))
     return out.with_columns(
         ((pl.col("peak_per_minute") > max_events_per_minute) & (pl.col("events") >= min_events)).alias("bot")
     ).sort("peak_per_minute", descending=True)

@@ -32,17 +32,17 @@ at random (the last one cut to a prefix, so the funnel order still holds) until 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import polars as pl
 
 from fusionrec import schema as S
 
-__all__ = ["ShopConfig", "Shop", "generate_shop", "write_shop"]
+__all__ = ["Shop", "ShopConfig", "generate_shop", "write_shop"]
 
 DAY = 86_400
 HOUR = 3_600
@@ -134,7 +134,8 @@ _TAXONOMY: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, tuple[tup
         {
             "dog-food": (("Dry Dog Food", "Wet Dog Food", "Dog Treats", "Dental Chews", "Puppy Food"), 28.0, 21),
             "cat-food": (("Dry Cat Food", "Wet Cat Food", "Cat Treats", "Kitten Food", "Cat Milk"), 22.0, 21),
-            "litter": (("Clumping Litter", "Litter Pellets", "Litter Liners", "Silica Litter", "Litter Deodorizer"), 12.0, 14),
+            "litter": (("Clumping Litter", "Litter Pellets", "Litter Liners", "Silica Litter", "Litter Spray"),
+                       12.0, 14),
             "toys": (("Chew Toy", "Ball Launcher", "Cat Teaser", "Rope Toy", "Scratching Post"), 12.0, 0),
             "accessories": (("Dog Leash", "Pet Bed", "Collar", "Food Bowl", "Travel Carrier"), 25.0, 0),
         },
@@ -175,7 +176,7 @@ class ShopConfig:
     n_factors: int = 8  # latent taste dimensions
     zipf_exponent: float = 1.0  # item popularity ~ (global rank) ** -zipf_exponent
     taste_strength: float = 1.5  # weight of taste . item factors in the item choice
-    category_focus: float = 6.0  # total Dirichlet concentration of a user's subcategory preference: lower = more focused
+    category_focus: float = 6.0  # Dirichlet concentration of a user's subcategory preference: lower = narrower
     price_strength: float = 1.0  # how much price sensitivity pushes choices towards cheap items
     candidates: int = 8  # popularity-drawn candidates resampled by taste per chosen item
     mean_session_views: float = 6.0
@@ -217,7 +218,7 @@ class ShopConfig:
     @property
     def start_epoch(self) -> int:
         """Seconds since the Unix epoch of the window's first midnight (UTC)."""
-        return int(datetime.strptime(self.start, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp())
+        return int(datetime.strptime(self.start, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
 
 
 @dataclass
@@ -279,17 +280,17 @@ class _Events:
     quantity: np.ndarray
 
     @staticmethod
-    def empty() -> "_Events":
+    def empty() -> _Events:
         return _Events(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int8), np.zeros(0, np.int64),
                        np.zeros(0, np.int64), np.zeros(0, np.int32))
 
     @staticmethod
-    def concat(parts: list["_Events"]) -> "_Events":
+    def concat(parts: list[_Events]) -> _Events:
         parts = [_Events.empty(), *parts]
         return _Events(*(np.concatenate([getattr(p, f) for p in parts]) for f in
                          ("user", "item", "behavior", "t", "session", "quantity")))
 
-    def take(self, idx: np.ndarray) -> "_Events":
+    def take(self, idx: np.ndarray) -> _Events:
         return _Events(self.user[idx], self.item[idx], self.behavior[idx], self.t[idx], self.session[idx],
                        self.quantity[idx])
 
@@ -312,7 +313,7 @@ def generate_shop(config: ShopConfig, progress: Callable[[int], None] | None = N
     cat = _catalogue(cfg, np.random.default_rng(cat_seq))
     popn = _population(cfg, np.random.default_rng(pop_seq))
     clock = _Clock(cfg)
-    n_bot_events = int(round(cfg.bot_event_share * cfg.n_events)) if popn.is_bot.any() else 0
+    n_bot_events = round(cfg.bot_event_share * cfg.n_events) if popn.is_bot.any() else 0
     bots = _bot_events(cfg, np.random.default_rng(bot_seq), cat, popn, clock, n_bot_events)
     humans, keep = _human_events(cfg, human_seq, cat, popn, clock, cfg.n_events - n_bot_events, report)
     bots.session += int(humans.session.max()) + 1 if len(humans) else 0
@@ -491,7 +492,7 @@ def _population(cfg: ShopConfig, rng: np.random.Generator) -> _Population:
     leave = np.where(rng.random(n) < 0.3, join + rng.uniform(0.3, 1.0, n) * (1.0 - join), 1.0)
     loyalty = rng.beta(6.0, 6.0 * (1 - cfg.repeat_rate) / max(cfg.repeat_rate, 1e-3), n).astype(np.float32)
 
-    n_bots = int(round(cfg.bot_share * n))
+    n_bots = round(cfg.bot_share * n)
     is_bot = np.zeros(n, dtype=bool)
     is_bot[rng.choice(n, n_bots, replace=False)] = True
 
@@ -500,7 +501,8 @@ def _population(cfg: ShopConfig, rng: np.random.Generator) -> _Population:
                           "bot": is_bot}).select(
         pl.concat_str([pl.lit("u"), pl.col("idx").cast(pl.Utf8).str.zfill(width)]).alias(S.USER_ID),
         pl.concat_str([pl.lit('{"segment": "'), pl.col("segment"), pl.lit('", "price_sensitivity": '),
-                       pl.col("sens").cast(pl.Utf8), pl.lit(', "bot": '), _json_bool("bot"), pl.lit("}")]).alias(S.ATTRIBUTES),
+                       pl.col("sens").cast(pl.Utf8), pl.lit(', "bot": '), _json_bool("bot"), pl.lit("}")])
+        .alias(S.ATTRIBUTES),
     )
     return _Population(is_bot=is_bot, pref=pref, taste=taste, taste_drift=taste_drift, sensitivity=sens,
                        activity=activity, window=np.stack([join, leave], axis=1), loyalty=loyalty, frame=frame)
@@ -584,13 +586,13 @@ def _human_events(cfg: ShopConfig, seq: np.random.SeedSequence, cat: _Catalogue,
     humans = np.flatnonzero(~popn.is_bot)
     per_view = 1.0 + cfg.cart_rate * (1.0 + cfg.buy_rate) + cfg.fav_rate
     # surplus covers the randomness of the count; repeat sessions add a few percent on top
-    n_sessions = max(1, int(math.ceil(need / (cfg.mean_session_views * per_view) * 1.03)) + 5)
+    n_sessions = max(1, math.ceil(need / (cfg.mean_session_views * per_view) * 1.03) + 5)
     for attempt in range(20):
         rng = np.random.default_rng(seq.spawn(1)[0] if attempt else seq)
         events = _browse(cfg, rng, cat, popn, clock, humans, n_sessions, report, need)
         if len(events) >= need:
             return events, _trim(rng, events, need)
-        n_sessions = int(math.ceil(n_sessions * need / max(len(events), 1) * 1.1)) + 10
+        n_sessions = math.ceil(n_sessions * need / max(len(events), 1) * 1.1) + 10
     raise RuntimeError("synthetic shop: could not reach n_events; raise mean_session_views or n_users")
 
 
@@ -773,7 +775,7 @@ def _choose_items(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, po
         ok = w[rows, pick] > 0
         items[lo:lo + m] = np.where(ok, chosen, cat.fallback[c])
         fit[lo:lo + m] = np.where(ok, score[rows, pick], 0.0)
-        report(need * 0.9 * (lo + m) / n)
+        report(int(need * 0.9 * (lo + m) / n))
     return items, fit
 
 
@@ -785,12 +787,13 @@ def _candidates(rng: np.random.Generator, cat: _Catalogue, sub: np.ndarray, k: i
     """
     base = np.concatenate([[0.0], cat.pop_cum])[cat.sub_lo[sub]]
     r = (base[:, None] + rng.random((len(sub), k)) * cat.sub_mass[sub][:, None]).ravel()
+    np.minimum(r, np.nextafter(1.0, 0.0), out=r)  # pop_cum ends at exactly 1.0, so every walk stops
     guide = cat.guide
     i = guide[np.minimum((r * len(guide)).astype(np.int64), len(guide) - 1)]
     todo = np.flatnonzero(cat.pop_cum[i] <= r)
     while todo.size:
         i[todo] += 1
-        todo = todo[cat.pop_cum[np.minimum(i[todo], len(cat.pop_cum) - 1)] <= r[todo]]
+        todo = todo[cat.pop_cum[i[todo]] <= r[todo]]
     # rounding at a subcategory's edge can land one item off: keep every draw inside its subcategory
     lo, hi = cat.sub_lo[sub][:, None], cat.sub_lo[sub + 1][:, None] - 1
     return np.clip(i.reshape(len(sub), k), lo, hi)

@@ -122,17 +122,19 @@ def plot_figures(result: EvalResult) -> dict[str, bytes]:
     pop = np.asarray(result.item_popularity, np.float64)
     top = max(float(pop.max(initial=1.0)), 1.0)
     bins = np.logspace(0, math.log10(top) + 0.05, 40)
+    # shares per log-spaced bin (not densities, which would weigh bins by their linear width)
     if len(pop):
-        ax.hist(np.maximum(pop, 1), bins=bins, density=True, histtype="step", linestyle="--", color="grey",
-                label="catalogue")
+        ax.hist(np.maximum(pop, 1), bins=bins, weights=np.full(len(pop), 1.0 / len(pop)), histtype="step",
+                linestyle="--", color="grey", label="catalogue items")
     for name in models:
         rp = result.models[name].rec_popularity
         if len(rp):
-            ax.hist(np.maximum(rp, 1), bins=bins, density=True, histtype="step", linewidth=1.5,
-                    label=f"{name} (gini {result.models[name].metrics.get(f'gini@{ks[-1]}', float('nan')):.2f})")
+            g = result.models[name].metrics.get(f"gini@{ks[-1]}", float("nan"))
+            ax.hist(np.maximum(rp, 1), bins=bins, weights=np.full(len(rp), 1.0 / len(rp)), histtype="step",
+                    linewidth=1.5, label=f"{name} (Gini {g:.2f})")
     ax.set_xscale("log")
     ax.set_xlabel("item popularity (training users)")
-    ax.set_ylabel("density")
+    ax.set_ylabel("share of recommendations (of items, for the catalogue)")
     ax.set_title(f"Popularity of recommended items (top {ks[-1]})")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)

@@ -267,7 +267,17 @@ class EventStore:
             "density": (pairs / (n_users * n_items)) if n_users and n_items else 0.0,
             "first": t0.isoformat() if t0 else None, "last": t1.isoformat() if t1 else None,
             "behaviors": per, "funnel": funnel, "quarantined": self.count("quarantine"),
+            "bot_users": self.bot_users().height,
         }
+
+    def bot_users(self, max_events_per_minute: float = 30.0, min_events: int = 50) -> pl.DataFrame:
+        """Users flagged as bots or outliers (busiest minute above the cap); flagged, never deleted."""
+        from fusionrec.data.preprocessing import bots_from_minutes
+
+        per_minute = self.con.execute(
+            f"SELECT {S.USER_ID}, date_trunc('minute', {S.TIMESTAMP}) AS minute, count(*)::UINTEGER AS len "
+            f"FROM events WHERE {S.TIMESTAMP} IS NOT NULL GROUP BY ALL").pl()
+        return bots_from_minutes(per_minute, max_events_per_minute, min_events).filter(pl.col("bot"))
 
 
 def _checksum_or_empty(path: Path) -> str:
