@@ -9,6 +9,7 @@ per batch: fitting is free and the metrics are meaningless (near zero). Prints a
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ def main() -> None:
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--k", default="10,20")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--models", default="random,als",
+                    help="comma-separated: 'random' (random factors) and/or registry names such as als, ease")
     args = ap.parse_args()
     ks = [int(k) for k in args.k.split(",")]
 
@@ -101,28 +104,40 @@ def main() -> None:
         stages.append((msg, now - last[0]))
         last[0] = now
 
-    t0 = time.perf_counter()
-    result = evaluate(ds, "given", ["random"], ks=ks, factory=lambda n, p: RandomFactors(args.factors),
-                      progress=progress, n_bootstrap=args.bootstrap)
-    total_s = time.perf_counter() - t0
-    m = result.models["random"]
+    def factory(name: str, params: dict) -> CandidateGenerator:
+        if name == "random":
+            return RandomFactors(args.factors)
+        from fusionrec.candidates.registry import make
+        return make(name, params)
+
     kmax = ks[-1]
     print(f"## Evaluation harness: Gowalla (LightGCN split), top-{kmax}\n")
-    print(f"- machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")
     print(f"- data: {args.data.name} via {how}, loaded in {load_s:.1f} s")
-    print(f"- users evaluated: {result.n_users_evaluated:,}; items ranked: {result.n_items:,}; K = {ks}; "
-          f"bootstrap resamples: {args.bootstrap}")
-    print(f"- model: random factors (d = {args.factors}), dense product + argpartition over all items\n")
-    print("| stage | seconds |")
-    print("|---|---:|")
-    print(f"| split (given) + indexing | {stages[0][1]:.2f} |")
-    print(f"| fit | {m.fit_seconds:.2f} |")
-    print(f"| recommend (score + exclude seen + top-{kmax}) | {m.recommend_seconds:.2f} |")
-    metric_s = total_s - stages[0][1] - m.fit_seconds - m.recommend_seconds
-    print(f"| metrics, diversity, CIs | {metric_s:.2f} |")
-    print(f"| **total evaluate()** | **{total_s:.2f}** |")
-    print(f"\nrecall@{kmax} = {m.metrics[f'recall@{kmax}']:.4f}, ndcg@{kmax} = {m.metrics[f'ndcg@{kmax}']:.4f} "
-          "(random scores: near zero by design)")
+    print(f"- K = {ks}; bootstrap resamples: {args.bootstrap}; full ranking over all items, train items excluded")
+    print("- `random`: random factors (d = %d), a dense product + argpartition with no fitting cost\n" % args.factors)
+    print("| model | split + indexing s | fit s | recommend s | metrics + CIs s | evaluate() total s "
+          f"| recall@{kmax} | ndcg@{kmax} |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in [m for m in args.models.split(",") if m]:
+        stages.clear()
+        last[0] = time.perf_counter()
+        t0 = time.perf_counter()
+        try:
+            result = evaluate(ds, "given", [name], ks=ks, factory=factory, progress=progress,
+                              n_bootstrap=args.bootstrap)
+        except Exception as exc:  # a generator still being written must not hide the harness timing
+            print(f"| {name} | failed: {type(exc).__name__}: {exc} |||||||")
+            continue
+        total_s = time.perf_counter() - t0
+        m = result.models[name]
+        split_s = stages[0][1]
+        metric_s = total_s - split_s - m.fit_seconds - m.recommend_seconds
+        print(f"| {name} | {split_s:.2f} | {m.fit_seconds:.2f} | {m.recommend_seconds:.2f} | {metric_s:.2f} "
+              f"| {total_s:.2f} | {m.metrics[f'recall@{kmax}']:.4f} | {m.metrics[f'ndcg@{kmax}']:.4f} |")
+    print(f"\nusers evaluated: {result.n_users_evaluated:,}; items ranked: {result.n_items:,}. "
+          "Published on this split: EASE 0.1765 / 0.1467, LightGCN 0.1824 / 0.1554 (recall@20 / ndcg@20).")
 
 
 if __name__ == "__main__":

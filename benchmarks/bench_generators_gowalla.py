@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--only", default=",".join(TUNED), help="comma-separated generator names")
     ap.add_argument("--tune", default="", help="comma-separated names: run their grids on the validation split")
+    ap.add_argument("--grid", default=None, help='JSON {"param": [values]} replacing the grid of one --tune name')
     ap.add_argument("--max-users", type=int, default=None, help="evaluate a sample of users (tuning speed)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         data = to_interactions(fu, fi)
         truth = truth_matrix(data, vu, vi)
         for name in args.tune.split(","):
-            for params in grid(GRIDS[name]):
+            space = json.loads(args.grid) if args.grid else GRIDS[name]
+            for params in grid(space):
                 r = fit_and_eval(name, params, data, truth, args.max_users)
                 rows.append(r)
                 print(f"{name} {params} recall={r['recall']:.4f} ndcg={r['ndcg']:.4f} fit={r['fit_s']:.1f}s",

@@ -70,7 +70,7 @@ def assert_no_leak(ds: Data, split: Split) -> None:
     held = set(zip(test_rows["user_id"].to_list(), test_rows["item_id"].to_list()))
     assert target_pairs(split) <= held, "a target that is not a held-out event"
     if split.exclude_seen:
-        tr = ev[split.train_rows]
+        tr = ev[split.train_rows].filter(pl.col("behavior").is_in(test_rows["behavior"].unique().to_list()))
         seen = set(zip(tr["user_id"].to_list(), tr["item_id"].to_list()))
         known = {(u, i) for u, i in target_pairs(split) if u in split.train.users}
         assert not known & seen, "an excluded (seen) item is still a target"
@@ -182,6 +182,9 @@ def test_given_split_with_sessions_queries_with_the_session_prefix() -> None:
     split = given_split(ds, exclude_seen=False)
     assert_no_leak(ds, split)
     assert (split.users == -1).all(), "test sessions are unknown to training"
+    # validation: the newest training sessions, queried the same way
+    assert_valid_inside_train(split)
+    assert (split.valid.users == -1).all() and "sessions starting after" in split.valid.description
     t = test.sort(["user_id", "timestamp", "seq"])
     sessions = t.group_by("user_id", maintain_order=True).agg(pl.col("item_id"))
     for sid, items in zip(sessions["user_id"].to_list(), sessions["item_id"].to_list()):
@@ -235,3 +238,27 @@ def test_kfold_tests_each_user_once_on_the_newest_fifth() -> None:
     assert sorted(all_test) == sorted(held["row"].to_list())
     with pytest.raises(EvaluationError, match="folds"):
         next(kfold_splits(ds, folds=1))
+
+
+def test_seen_means_the_target_behaviour_so_carted_items_stay_recommendable() -> None:
+    # EHCF-style: purchases are the targets, carts are extra training signal
+    ev = pl.DataFrame({
+        "user_id": ["a", "a", "a", "a", "b", "b", "b"],
+        "item_id": ["x", "y", "z", "z", "x", "y", "y"],
+        "behavior": ["buy", "cart", "cart", "buy", "buy", "buy", "buy"],
+        "seq": np.arange(7, dtype=np.int64),
+        "split": ["train", "train", "train", "test", "train", "train", "test"],
+    }).with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("timestamp"))
+    ds = Data("taobao", "ehcf", ev, has_timestamps=False)
+    split = given_split(ds, exclude_seen=True)
+    assert_no_leak(ds, split)
+    # a's purchase of the carted z is a target, and z is not excluded; b re-bought y: a seen target, dropped
+    assert split.user_ids == ["a"]
+    items = split.train.items
+    assert {split.target_items.id(c) for c in split.targets[0].indices} == {"z"}
+    assert {items.id(c) for c in split.exclude[0].indices} == {"x"}
+    assert {items.id(c) for c in split.histories[0].indices} == {"x", "y", "z"}
+    assert "target behaviour(s) buy" in split.description
+    # validation holds out purchases only; carts always stay in training
+    assert_valid_inside_train(split)
+    assert set(ev["behavior"].gather(split.valid.test_rows).to_list()) == {"buy"}

@@ -34,6 +34,17 @@ for _cls in (Popularity, Trending, ItemKNN, SessionCoVisitation, UserKNN, RP3bet
     register(_cls)
 
 
+def _register_pipelines() -> None:
+    # the fused pipelines are generators too, so `evaluate --models fusion,blend,rrf,best` just works
+    from fusionrec.pipeline import BestSinglePipeline, BlendPipeline, FusedPipeline, RRFPipeline
+
+    for cls in (FusedPipeline, BlendPipeline, RRFPipeline, BestSinglePipeline):
+        register(cls)
+
+
+_register_pipelines()
+
+
 def _lookup(name: str) -> type[CandidateGenerator]:
     try:
         return GENERATORS[name]

@@ -232,9 +232,7 @@ class SASRec(CandidateGenerator):
         for epoch in range(1, c.epochs + 1):
             net.train()
             total, count = 0.0, 0
-            order = rng.permutation(len(train_tokens))
-            for sl in iter_batches(len(order), c.batch_size):
-                rows = order[sl]
+            for rows in _length_buckets(lengths, c.batch_size, rng):
                 width = int(lengths[rows].max())
                 batch = torch.from_numpy(train_tokens[rows, :width])
                 inputs, labels = batch[:, :-1], batch[:, 1:]
@@ -245,8 +243,9 @@ class SASRec(CandidateGenerator):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * int(mask.sum())
-                count += int(mask.sum())
+                n_pos = int(mask.sum())
+                total += float(loss.detach()) * n_pos
+                count += n_pos
             self.epochs_trained_ = epoch
             if len(valid_target) == 0:
                 if c.verbose:
@@ -388,6 +387,23 @@ def _truncate(items: np.ndarray, offsets: np.ndarray, max_len: int) -> tuple[np.
     new_offsets = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
     idx = np.repeat(starts - new_offsets[:-1], kept) + np.arange(new_offsets[-1])
     return items[idx].astype(np.int64), new_offsets
+
+
+def _length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                    pool: int = 64) -> Iterator[np.ndarray]:
+    """Shuffled batches of row indices, rows of similar length together (less padding, same expectation).
+
+    Rows are shuffled, cut into pools of `pool` batches, sorted by length within a pool and batched;
+    the batches of all pools are then visited in random order.
+    """
+    order = rng.permutation(len(lengths))
+    batches: list[np.ndarray] = []
+    for sl in iter_batches(len(order), batch_size * pool):
+        chunk = order[sl]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[b] for b in iter_batches(len(chunk), batch_size))
+    for i in rng.permutation(len(batches)):
+        yield batches[i]
 
 
 def _padded(seqs: list[np.ndarray], width: int) -> np.ndarray:

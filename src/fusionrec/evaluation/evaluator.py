@@ -114,6 +114,7 @@ class EvalResult:
     test_days: float | None = None
     folds: int | None = None
     command: str | None = None
+    n_bootstrap: int = 1000
     item_popularity: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
     n_train_users: int = 0
 
@@ -128,7 +129,8 @@ class EvalResult:
             out["test_days"] = self.test_days
         if self.folds is not None:
             out["folds"] = self.folds
-        out.update({"seed": self.seed, "checksum": self.checksum, "split": self.split_description,
+        out.update({"seed": self.seed, "n_bootstrap": self.n_bootstrap, "checksum": self.checksum,
+                    "split": self.split_description,
                     "primary_metric": self.primary_metric, "best_model": self.best_model})
         out["models"] = {name: r.to_dict(self.ks) for name, r in self.models.items()}
         out["comparisons"] = self.comparisons
@@ -257,7 +259,7 @@ def evaluate_splits(splits: Iterable[Split], models: Sequence[str], ks: Sequence
         dataset="", format="", protocol=first.protocol, ks=ks,
         n_users_evaluated=int(sum(s.n_users for s in split_list)),
         n_items=int(max(s.n_items for s in split_list)), exclude_seen=first.exclude_seen, models=results,
-        comparisons=comparisons, primary_metric=primary, best_model=best, seed=seed,
+        comparisons=comparisons, primary_metric=primary, best_model=best, seed=seed, n_bootstrap=n_bootstrap,
         split_description=[s.description for s in split_list],
         item_popularity=first.train.item_popularity(), n_train_users=first.train.n_users,
     )

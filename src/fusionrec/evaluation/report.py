@@ -48,9 +48,9 @@ def metrics_table(result: EvalResult) -> Table:
     title = (f"{result.dataset} · {result.protocol} · {result.n_users_evaluated:,} users · "
              f"{result.n_items:,} items · seen items {'excluded' if result.exclude_seen else 'allowed'}")
     table = Table(title=title, title_justify="left")
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for name in result.models:
-        table.add_column(name + (" *" if name == result.best_model else ""), justify="right")
+        table.add_column(name + (" *" if name == result.best_model else ""), justify="right", no_wrap=True)
     for metric in _rows(result):
         table.add_row(metric, *(_cell(result, n, metric, "short") for n in result.models))
     table.add_row("fit s", *(f"{r.fit_seconds:.2f}" for r in result.models.values()))
@@ -61,6 +61,7 @@ def metrics_table(result: EvalResult) -> Table:
 def comparison_sentences(result: EvalResult, metric: str | None = None) -> list[str]:
     """One line per model against the best on `metric` (default the primary), e.g. 'fusion beats ease ...'."""
     metric = metric or result.primary_metric
+    floor = 1.0 / (result.n_bootstrap + 1) if result.n_bootstrap else 0.0
     out = []
     for c in result.comparisons:
         if c["metric"] != metric:
@@ -68,21 +69,34 @@ def comparison_sentences(result: EvalResult, metric: str | None = None) -> list[
         verb = "beats" if c["diff"] > 0 else ("ties with" if c["diff"] == 0 else "trails")
         lo, hi = c["ci"]
         out.append(f"{c['model']} {verb} {c['versus']} on {metric} by {c['diff']:+.4f} "
-                   f"(95% CI [{lo:+.4f}, {hi:+.4f}]; paired bootstrap p = {_p(c['p_bootstrap'])}, "
-                   f"paired t-test p = {_p(c['p_ttest'])}; {c['n_users']:,} users)")
+                   f"(95% CI [{lo:+.4f}, {hi:+.4f}]; paired bootstrap p {_p_eq(c['p_bootstrap'], floor)}, "
+                   f"paired t-test p {_p_eq(c['p_ttest'])}; {c['n_users']:,} users)")
     return out
 
 
-def _p(p: float) -> str:
+def _p(p: float, floor: float = 0.0) -> str:
+    """A p-value for people; `floor` is the smallest value the test can give (1 / (resamples + 1))."""
     if p is None or not math.isfinite(p):
         return "n/a"
+    if floor and p <= floor * (1 + 1e-9):
+        return f"< {floor * 1.0001:.2g}"
     return f"{p:.3g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def _p_eq(p: float, floor: float = 0.0) -> str:
+    text = _p(p, floor)
+    return text if text.startswith("<") else f"= {text}"
 
 
 def print_report(result: EvalResult, console: Console | None = None) -> None:
     """The metric table and the comparisons with the best model, on the terminal."""
     console = console or Console()
-    console.print(metrics_table(result))
+    table = metrics_table(result)
+    if not console.is_terminal:
+        # piped output has no width to respect: print the table whole rather than wrapped
+        wide = console.measure(table, options=console.options.update_width(10_000)).maximum
+        console.width = max(console.width, wide)
+    console.print(table)
     for line in comparison_sentences(result):
         console.print(line)
 
@@ -176,7 +190,7 @@ figure{margin:1.5em 0} img{max-width:100%} .best{font-weight:bold}
 </style></head><body>
 <h1>Evaluation: {{ r.dataset }}</h1>
 <ul>
-<li>format <code>{{ r.format }}</code>, protocol <code>{{ r.protocol }}</code>{% if r.test_days %}, test window {{ r.test_days }} days{% endif %}{% if r.folds %}, {{ r.folds }} folds (mean, sd across folds){% endif %}</li>
+<li>format <code>{{ r.format }}</code>, protocol <code>{{ r.protocol }}</code>{% if r.test_days %}, test window {{ "{:g}".format(r.test_days) }} days{% endif %}{% if r.folds %}, {{ r.folds }} folds (mean, sd across folds){% endif %}</li>
 <li>{{ "{:,}".format(r.n_users_evaluated) }} users evaluated, {{ "{:,}".format(r.n_items) }} items ranked (full ranking), seen items {{ "excluded" if r.exclude_seen else "allowed (repeats count)" }}</li>
 <li>split: {{ r.split_description | join(" | ") }}</li>
 <li>data checksum (sha256 of input files): <code>{{ r.checksum or "n/a" }}</code></li>

@@ -17,7 +17,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from fusionrec import schema as S
-from fusionrec.data.interactions import Interactions
+from fusionrec.data.interactions import ITEM_IDX, USER_IDX, Interactions
 from fusionrec.data.vocabulary import Vocabulary
 
 __all__ = [
@@ -55,7 +55,8 @@ class Split:
 
     `users[r]` is the train user index of evaluated row r (-1 for a visitor unknown to training, such as
     a test session, whose history is the start of that session). `histories` [U, train.n_items] is what
-    the model sees at recommendation time; `targets` [U, len(target_items)] marks the held-out items.
+    the model sees at recommendation time, and `seen` [U, train.n_items] the items excluded from its
+    lists when `exclude_seen`; `targets` [U, len(target_items)] marks the held-out items.
     Target columns >= train.n_items are items unknown to training: they count in recall's denominator
     but can never be recommended (the LightGCN convention).
     """
@@ -69,6 +70,7 @@ class Split:
     target_items: Vocabulary
     exclude_seen: bool
     description: str
+    seen: sp.csr_matrix  # [U, train.n_items] binary: history items with a target behaviour
     train_rows: np.ndarray  # rows of dataset.events used for training
     test_rows: np.ndarray  # rows of dataset.events held out (targets, and session prefixes used as queries)
     fold: int | None = None
@@ -87,8 +89,8 @@ class Split:
 
     @property
     def exclude(self) -> sp.csr_matrix | None:
-        """Rows of items each user must not be recommended (the history), or None when repeats count."""
-        return self.histories if self.exclude_seen else None
+        """Rows of items each user must not be recommended (`seen`), or None when repeats count."""
+        return self.seen if self.exclude_seen else None
 
     @property
     def valid(self) -> "Split | None":
@@ -114,10 +116,11 @@ class Split:
 def given_split(ds: DatasetLike, exclude_seen: bool = True, seed: int = 0) -> Split:
     """The dataset's own split: rows with split == "test" are targets, the rest train.
 
-    Rows marked "valid" join the final training data and form the validation split; without them the
-    validation split holds out 20% of each training user's events (the newest, or random without time).
-    Test users unknown to training (sessions) are queried with their session minus its last event,
-    which is the target.
+    Rows marked "valid" join the final training data and form the validation split. Without them, when
+    the test users are new sessions, the newest training sessions (over the test window's length) are
+    the validation sessions; otherwise 20% of each training user's events with a target behaviour are
+    held out (the newest, or random without time). Test users unknown to training (sessions) are
+    queried with their session minus its last event, which is the target.
     """
     ev = _prepare(ds)
     split = ev[S.SPLIT]
@@ -134,7 +137,15 @@ def given_split(ds: DatasetLike, exclude_seen: bool = True, seed: int = 0) -> Sp
         if bool(is_valid.any()):
             return _build_split("given/valid", ev.filter(~is_test & ~is_valid), ev.filter(is_valid), ds.items,
                                 exclude_seen, "the dataset's validation rows", sessions=True)
-        return _holdout_validation(train_f, ds, exclude_seen, seed)
+        test_users = test_f[S.USER_ID].unique()
+        known_share = float(test_users.is_in(train_f[S.USER_ID].unique().implode()).mean() or 0.0)
+        timed = test_f[S.TIMESTAMP].null_count() < test_f.height and train_f[S.TIMESTAMP].null_count() == 0
+        if known_share < 0.5 and timed:
+            v = _session_validation(train_f, test_f, ds, exclude_seen)
+            if v is not None:
+                return v
+        return _holdout_validation(train_f, ds, exclude_seen, seed,
+                                   test_f[S.BEHAVIOR].drop_nulls().unique().to_list())
 
     return _build_split("given", train_f, test_f, ds.items, exclude_seen,
                         f"the dataset's own split ({test_f.height} test rows)", sessions=True,
@@ -278,14 +289,45 @@ def _temporal(ev: pl.DataFrame, ds: DatasetLike, test_days: float, exclude_seen:
                         valid_factory=valid_factory)
 
 
-def _holdout_validation(train_f: pl.DataFrame, ds: DatasetLike, exclude_seen: bool, seed: int) -> Split:
-    """Hold out 20% of each training user's events: the newest with timestamps, random without."""
-    has_time = train_f[S.TIMESTAMP].null_count() < train_f.height
-    tr = _ordered(train_f.drop([c for c in (_POS, _LEN) if c in train_f.columns]), seed=None if has_time else seed)
+def _holdout_validation(train_f: pl.DataFrame, ds: DatasetLike, exclude_seen: bool, seed: int,
+                        behaviors: list[str] | None = None) -> Split:
+    """Hold out 20% of each training user's events of `behaviors` (all when None): the newest with
+    timestamps, random without. Events of other behaviours stay in training."""
+    base = train_f.drop([c for c in (_POS, _LEN) if c in train_f.columns])
+    eligible = pl.col(S.BEHAVIOR).is_in(behaviors) if behaviors else pl.lit(True)
+    has_time = base[S.TIMESTAMP].null_count() < base.height
+    tr = _ordered(base.filter(eligible), seed=None if has_time else seed)
     v = pl.col(_POS) >= pl.col(_LEN) - _n_held_out(pl.col(_LEN))
+    valid_train = pl.concat([base.filter(~eligible), tr.filter(~v).drop(_POS, _LEN)])
     how = "newest" if has_time else "a random"
-    return _build_split("holdout/valid", tr.filter(~v), tr.filter(v), ds.items, exclude_seen,
-                        f"{how} 20% of each training user's events")
+    what = f"{'/'.join(sorted(behaviors))} events" if behaviors else "events"
+    return _build_split("holdout/valid", valid_train, tr.filter(v).drop(_POS, _LEN), ds.items, exclude_seen,
+                        f"{how} 20% of each training user's {what}")
+
+
+def _session_validation(train_f: pl.DataFrame, test_f: pl.DataFrame, ds: DatasetLike,
+                        exclude_seen: bool) -> Split | None:
+    """The training sessions that start in the last test-window-length of training time (session-rec's
+    train_tr / train_valid split), queried like the test sessions."""
+    span = test_f[S.TIMESTAMP].max() - test_f[S.TIMESTAMP].min()  # type: ignore[operator]
+    span = max(span, timedelta(hours=1))
+    cut = train_f[S.TIMESTAMP].max() - span  # type: ignore[operator]
+    starts = train_f.group_by(S.USER_ID).agg(pl.col(S.TIMESTAMP).min().alias("_start"))
+    late = starts.filter(pl.col("_start") > pl.lit(cut, dtype=train_f.schema[S.TIMESTAMP]))[S.USER_ID]
+    if late.len() == 0 or late.len() == starts.height:
+        return None
+    is_late = pl.col(S.USER_ID).is_in(late.implode())
+    return _build_split("given/valid", train_f.filter(~is_late), train_f.filter(is_late), ds.items, exclude_seen,
+                        f"training sessions starting after {cut} (the test window's length before the end)",
+                        sessions=True)
+
+
+def _binary(m: sp.spmatrix) -> sp.csr_matrix:
+    out = sp.csr_matrix(m, dtype=np.float32, copy=True)
+    out.eliminate_zeros()
+    out.sum_duplicates()
+    out.data[:] = 1.0
+    return out
 
 
 def _index_of(ids: pl.Series, vocab: Vocabulary) -> np.ndarray:
@@ -302,8 +344,10 @@ def _build_split(protocol: str, train_f: pl.DataFrame, test_f: pl.DataFrame, cat
     """Index the test rows by train's vocabularies; targets are distinct (user, item) pairs.
 
     Test users unknown to training are dropped unless `sessions`, where each is queried with all but its
-    last event. With `exclude_seen`, targets already in the user's history are dropped (they could never
-    be recommended), and so are users left without targets.
+    last event. An item is "seen" by a user when their history holds it with one of the behaviours found
+    among the test rows (so a carted item stays recommendable when purchases are the targets). With
+    `exclude_seen`, seen targets are dropped (they could never be recommended), and so are users left
+    without targets.
     """
     train = Interactions.from_frame(train_f.select(_EVENT_COLUMNS), catalogue=catalogue)
     n_items = train.n_items
@@ -317,12 +361,22 @@ def _build_split(protocol: str, train_f: pl.DataFrame, test_f: pl.DataFrame, cat
     n_known = len(known_users)
     rows_k = np.searchsorted(known_users, known["_u"].to_numpy())
     hist_k = train.matrix()[known_users]
+    target_behaviors = sorted(test_f[S.BEHAVIOR].drop_nulls().unique().to_list())
+    every_behavior = set(target_behaviors) >= set(train.events[S.BEHAVIOR].unique().to_list())
+    if every_behavior:
+        seen_k = _binary(hist_k)
+    else:
+        te = train.events.filter(pl.col(S.BEHAVIOR).is_in(target_behaviors))
+        seen_all = _binary(sp.csr_matrix((np.ones(te.height, np.float32),
+                                          (te[USER_IDX].to_numpy(), te[ITEM_IDX].to_numpy())),
+                                         shape=(train.n_users, n_items)))
+        seen_k = seen_all[known_users]
 
     n_unknown_users = t.filter(pl.col("_u") < 0)[S.USER_ID].n_unique()
     session_ids: list[str] = []
     t_rows = [rows_k]
     t_cols = [known["_i"].to_numpy()]
-    hist = hist_k
+    hist, seen = hist_k, seen_k
     if sessions and n_unknown_users:
         s = _ordered(t.filter(pl.col("_u") < 0).drop([c for c in (_POS, _LEN) if c in t.columns]))
         s = s.filter(pl.col(_LEN) >= 2)
@@ -338,6 +392,11 @@ def _build_split(protocol: str, train_f: pl.DataFrame, test_f: pl.DataFrame, cat
                                shape=(len(session_ids), n_items), dtype=np.float32)
         hist_s.sum_duplicates()
         hist = sp.vstack([hist_k, hist_s], format="csr")
+        pb = prefix.filter(pl.col(S.BEHAVIOR).is_in(target_behaviors))
+        seen_s = _binary(sp.csr_matrix((np.ones(pb.height, np.float32),
+                                        (pb["_r"].to_numpy() - n_known, pb["_i"].to_numpy())),
+                                       shape=(len(session_ids), n_items)))
+        seen = sp.vstack([seen_k, seen_s], format="csr")
     n_rows = n_known + len(session_ids)
     rows = np.concatenate(t_rows)
     cols = np.concatenate(t_cols)
@@ -345,15 +404,15 @@ def _build_split(protocol: str, train_f: pl.DataFrame, test_f: pl.DataFrame, cat
     targets.sum_duplicates()
     targets.data[:] = 1.0
     if exclude_seen and n_rows:
-        seen = sp.csr_matrix((np.ones(hist.nnz, np.float32), hist.indices, hist.indptr), shape=targets.shape)
-        targets = (targets - targets.multiply(seen)).tocsr()
+        wide = sp.csr_matrix((seen.data, seen.indices, seen.indptr), shape=targets.shape)
+        targets = (targets - targets.multiply(wide)).tocsr()
         targets.eliminate_zeros()
     targets.sort_indices()
     users = np.concatenate([known_users, np.full(len(session_ids), -1, np.int64)]).astype(np.int64)
     user_ids = train.users.ids(known_users) + session_ids
     keep = np.diff(targets.indptr) > 0
     if not keep.all():
-        targets, hist, users = targets[keep], hist[keep], users[keep]
+        targets, hist, seen, users = targets[keep], hist[keep], seen[keep], users[keep]
         user_ids = [u for u, k in zip(user_ids, keep) if k]
     hist = sp.csr_matrix(hist, dtype=np.float32)
     hist.sort_indices()
@@ -365,7 +424,11 @@ def _build_split(protocol: str, train_f: pl.DataFrame, test_f: pl.DataFrame, cat
     if n_unknown_items:
         notes.append(f"{n_unknown_items} test items unknown to training kept as targets")
     notes.append("seen items excluded" if exclude_seen else "seen items may be recommended again")
-    return Split(protocol=protocol, train=train, users=users, user_ids=user_ids, histories=hist, targets=targets,
+    if not every_behavior:
+        notes.append(f"seen = training events of the target behaviour(s) {', '.join(target_behaviors)}")
+    seen = _binary(seen)
+    return Split(protocol=protocol, train=train, users=users, user_ids=user_ids, histories=hist, seen=seen,
+                 targets=targets,
                  target_items=target_items, exclude_seen=exclude_seen, description="; ".join(notes),
                  train_rows=train_f[ROW].to_numpy(), test_rows=test_f[ROW].to_numpy(), fold=fold,
                  _valid_factory=valid_factory)

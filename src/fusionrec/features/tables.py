@@ -1,0 +1,284 @@
+"""Features of items, users and user x item pairs for the fusion ranker.
+
+Item and user features are arrays indexed by item / user index, computed once at fit time from the
+training events. Pair features are computed for a whole candidate table at once (row of the batch,
+item index) with sparse products and fancy indexing: no Python loop per row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from fusionrec import schema as S
+from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions
+
+__all__ = ["ItemFeatures", "UserFeatures", "pair_features", "ITEM_FEATURES", "USER_FEATURES", "PAIR_FEATURES"]
+
+ITEM_FEATURES = ("item_pop", "item_pop_1d", "item_pop_7d", "item_pop_30d", "item_trend", "item_cart_rate",
+                 "item_buy_rate", "item_price", "item_price_rel", "item_category", "item_brand", "item_age_days")
+USER_FEATURES = ("user_events", "user_recency_days", "user_share_view", "user_share_fav", "user_share_cart",
+                 "user_share_buy", "user_categories", "user_price_median")
+PAIR_FEATURES = ("ui_weight", "ui_views", "ui_favs", "ui_carts", "ui_buys", "ui_days_since", "ui_cat_affinity",
+                 "ui_brand_affinity", "ui_price_vs_band", "ui_hist_len")
+
+_DAY = 86400.0
+
+
+def _codes(values: pl.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes (-1 for null) and the names they stand for."""
+    names = values.drop_nulls().unique().sort().to_list()
+    lookup = {n: i for i, n in enumerate(names)}
+    codes = values.replace_strict(lookup, default=-1, return_dtype=pl.Int64).to_numpy()
+    return codes, names
+
+
+@dataclass
+class ItemFeatures:
+    """Per item index: popularity windows and trend, conversion, price, category/brand codes, age."""
+
+    values: np.ndarray  # float32 [n_items, len(ITEM_FEATURES)]
+    category: np.ndarray  # int64 [n_items], -1 unknown
+    brand: np.ndarray
+    price: np.ndarray  # float64, NaN unknown
+    available: np.ndarray  # bool
+    consumable: np.ndarray  # bool
+    category_names: list[str] = field(default_factory=list)
+    brand_names: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, data: Interactions) -> "ItemFeatures":
+        n = data.n_items
+        ev = data.events
+        items = ev[ITEM_IDX].to_numpy()
+        beh = ev[S.BEHAVIOR].to_numpy()
+        t = ev[TIME].to_numpy()
+        now = data.now()
+        count = np.bincount(items, minlength=n).astype(np.float64)
+        out = np.zeros((n, len(ITEM_FEATURES)), np.float32)
+        out[:, 0] = np.log1p(count)
+        windows = []
+        for j, days in enumerate((1, 7, 30), start=1):
+            if np.isfinite(now):
+                recent = t >= now - days * _DAY
+                w = np.bincount(items[recent], minlength=n).astype(np.float64)
+            else:
+                w = np.zeros(n)
+            windows.append(w)
+            out[:, j] = np.log1p(w)
+        out[:, 4] = (windows[1] / 7.0 + 0.1) / (windows[2] / 30.0 + 0.1)  # last week vs last month, per day
+        views = np.bincount(items[(beh == "view") | (beh == "click")], minlength=n).astype(np.float64)
+        carts = np.bincount(items[beh == "cart"], minlength=n).astype(np.float64)
+        buys = np.bincount(items[beh == "buy"], minlength=n).astype(np.float64)
+        out[:, 5] = (carts + 0.1) / (views + 1.0)  # smoothed so a single view does not look like 100%
+        out[:, 6] = (buys + 0.05) / (views + 1.0)
+        price = np.full(n, np.nan)
+        category = np.full(n, -1, np.int64)
+        brand = np.full(n, -1, np.int64)
+        available = np.ones(n, bool)
+        consumable = np.zeros(n, bool)
+        cat_names: list[str] = []
+        brand_names: list[str] = []
+        cat = data.catalogue
+        if cat is not None:
+            idx = cat[ITEM_IDX].to_numpy()
+            if S.PRICE in cat.columns:
+                price[idx] = cat[S.PRICE].cast(pl.Float64, strict=False).fill_null(float("nan")).to_numpy()
+            if S.CATEGORY in cat.columns:
+                codes, cat_names = _codes(cat[S.CATEGORY].cast(pl.Utf8))
+                category[idx] = codes
+            if S.BRAND in cat.columns:
+                codes, brand_names = _codes(cat[S.BRAND].cast(pl.Utf8))
+                brand[idx] = codes
+            if S.AVAILABLE in cat.columns:
+                av = cat[S.AVAILABLE].cast(pl.Utf8).str.to_lowercase()
+                available[idx] = ~av.is_in(["false", "0", "no"]).fill_null(False).to_numpy()
+            if S.ATTRIBUTES in cat.columns:
+                attrs = cat[S.ATTRIBUTES].cast(pl.Utf8)
+                consumable[idx] = attrs.str.contains('"consumable": ?true').fill_null(False).to_numpy()
+        out[:, 7] = np.nan_to_num(price, nan=-1.0)
+        rel = np.full(n, np.nan)
+        known = ~np.isnan(price)
+        if known.any():
+            key = np.where(category >= 0, category, -1)
+            frame = pl.DataFrame({"c": key[known], "p": price[known]})
+            med = dict(frame.group_by("c").agg(pl.col("p").median()).iter_rows())
+            medians = np.asarray([med.get(int(c), np.nan) for c in range(-1, max(len(cat_names), 0))])
+            rel[known] = price[known] / np.maximum(medians[key[known] + 1], 1e-6)
+        out[:, 8] = np.nan_to_num(rel, nan=-1.0)
+        out[:, 9] = category
+        out[:, 10] = brand
+        if np.isfinite(now):
+            first = np.full(n, np.nan)
+            order = np.argsort(t, kind="stable")
+            first_pos = np.unique(items[order], return_index=True)
+            first[first_pos[0]] = t[order][first_pos[1]]
+            out[:, 11] = np.nan_to_num((now - first) / _DAY, nan=-1.0)
+        else:
+            out[:, 11] = -1.0
+        return cls(values=out, category=category, brand=brand, price=price, available=available,
+                   consumable=consumable, category_names=cat_names, brand_names=brand_names)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"item_values": self.values, "item_category": self.category, "item_brand": self.brand,
+                "item_price": self.price, "item_available": self.available, "item_consumable": self.consumable}
+
+    def names_json(self) -> str:
+        return json.dumps({"category": self.category_names, "brand": self.brand_names})
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, Any], names: str) -> "ItemFeatures":
+        meta = json.loads(names)
+        return cls(values=a["item_values"], category=a["item_category"], brand=a["item_brand"],
+                   price=a["item_price"], available=a["item_available"].astype(bool),
+                   consumable=a["item_consumable"].astype(bool), category_names=meta["category"],
+                   brand_names=meta["brand"])
+
+
+@dataclass
+class UserFeatures:
+    """Per user index: activity, recency, behaviour mix, category breadth, price band; plus per-behaviour
+    user x item count matrices and the last interaction time per pair (for "viewed this very item")."""
+
+    values: np.ndarray  # float32 [n_users, len(USER_FEATURES)]
+    views: sp.csr_matrix
+    favs: sp.csr_matrix
+    carts: sp.csr_matrix
+    buys: sp.csr_matrix
+    last_seen: sp.csr_matrix  # days before `now` of the last event on the pair, +1 (0 = never)
+    now: float
+
+    @classmethod
+    def build(cls, data: Interactions, items: ItemFeatures) -> "UserFeatures":
+        n_u, n_i = data.n_users, data.n_items
+        ev = data.events
+        users = ev[USER_IDX].to_numpy()
+        it = ev[ITEM_IDX].to_numpy()
+        beh = ev[S.BEHAVIOR].to_numpy()
+        t = ev[TIME].to_numpy()
+        now = data.now()
+
+        def counts(mask: np.ndarray) -> sp.csr_matrix:
+            m = sp.csr_matrix((np.ones(int(mask.sum()), np.float32), (users[mask], it[mask])), shape=(n_u, n_i))
+            m.sum_duplicates()
+            return m
+
+        views = counts((beh == "view") | (beh == "click"))
+        favs, carts, buys = counts(beh == "fav"), counts(beh == "cart"), counts(beh == "buy")
+        total = np.bincount(users, minlength=n_u).astype(np.float64)
+        out = np.zeros((n_u, len(USER_FEATURES)), np.float32)
+        out[:, 0] = np.log1p(total)
+        if np.isfinite(now):
+            last = np.full(n_u, np.nan)
+            np.fmax.at(last, users, t)
+            out[:, 1] = np.nan_to_num((now - last) / _DAY, nan=-1.0)
+            age = np.nan_to_num((now - t) / _DAY, nan=0.0) + 1.0
+            ls = _min_duplicates(users, it, age, n_u, n_i)  # the most recent event per pair
+        else:
+            out[:, 1] = -1.0
+            ls = sp.csr_matrix((n_u, n_i), dtype=np.float32)
+        safe = np.maximum(total, 1.0)
+        out[:, 2] = np.asarray(views.sum(1)).ravel() / safe
+        out[:, 3] = np.asarray(favs.sum(1)).ravel() / safe
+        out[:, 4] = np.asarray(carts.sum(1)).ravel() / safe
+        out[:, 5] = np.asarray(buys.sum(1)).ravel() / safe
+        cats = items.category[it]
+        known = cats >= 0
+        if known.any():
+            pairs = np.unique(np.stack([users[known], cats[known]]), axis=1)
+            out[:, 6] = np.bincount(pairs[0], minlength=n_u)
+        price = items.price[it]
+        has_price = ~np.isnan(price)
+        if has_price.any():
+            frame = pl.DataFrame({"u": users[has_price], "p": price[has_price]})
+            med = frame.group_by("u").agg(pl.col("p").median())
+            band = np.full(n_u, -1.0, np.float32)
+            band[med["u"].to_numpy()] = med["p"].to_numpy()
+            out[:, 7] = band
+        else:
+            out[:, 7] = -1.0
+        return cls(values=out, views=views, favs=favs, carts=carts, buys=buys, last_seen=ls, now=now)
+
+    def rows(self, users: np.ndarray) -> np.ndarray:
+        """Feature rows for user indices; unknown users (-1) get -1s except zero activity."""
+        users = np.asarray(users, np.int64)
+        out = np.full((len(users), self.values.shape[1]), -1.0, np.float32)
+        known = (users >= 0) & (users < self.values.shape[0])
+        out[known] = self.values[users[known]]
+        out[~known, 0] = 0.0
+        return out
+
+    def to_arrays(self) -> dict[str, Any]:
+        return {"user_values": self.values, "views": self.views, "favs": self.favs, "carts": self.carts,
+                "buys": self.buys, "last_seen": self.last_seen, "now": np.asarray([self.now])}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, Any]) -> "UserFeatures":
+        return cls(values=a["user_values"], views=a["views"], favs=a["favs"], carts=a["carts"], buys=a["buys"],
+                   last_seen=a["last_seen"], now=float(a["now"][0]))
+
+
+def _min_duplicates(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_r: int, n_c: int) -> sp.csr_matrix:
+    """CSR with the minimum value per (row, col) among duplicates."""
+    key = rows.astype(np.int64) * n_c + cols
+    order = np.lexsort((vals, key))
+    k = key[order]
+    first = np.ones(len(k), bool)
+    first[1:] = k[1:] != k[:-1]
+    sel = order[first]
+    return sp.csr_matrix((vals[sel].astype(np.float32), (rows[sel], cols[sel])), shape=(n_r, n_c))
+
+
+def _gather(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """m[rows[k], cols[k]] for all k, vectorised (zeros where absent)."""
+    if m.nnz == 0 or len(rows) == 0:
+        return np.zeros(len(rows), np.float32)
+    return np.asarray(m[rows, cols], np.float32).ravel()
+
+
+def pair_features(users: np.ndarray, histories: sp.csr_matrix, rows: np.ndarray, items: np.ndarray,
+                  item_f: ItemFeatures, user_f: UserFeatures) -> np.ndarray:
+    """[n_pairs, len(PAIR_FEATURES)] for candidate pairs (batch row, item index).
+
+    `users[r]` is the user index of batch row r (-1 unknown), `histories[r]` its weighted history row.
+    """
+    n_pairs = len(rows)
+    out = np.zeros((n_pairs, len(PAIR_FEATURES)), np.float32)
+    h = sp.csr_matrix(histories)
+    out[:, 0] = _gather(h, rows, items)
+    u = np.asarray(users, np.int64)[rows]
+    known = (u >= 0) & (u < user_f.values.shape[0])
+    if known.any():
+        ku, ki = u[known], items[known]
+        out[known, 1] = _gather(user_f.views, ku, ki)
+        out[known, 2] = _gather(user_f.favs, ku, ki)
+        out[known, 3] = _gather(user_f.carts, ku, ki)
+        out[known, 4] = _gather(user_f.buys, ku, ki)
+        out[known, 5] = _gather(user_f.last_seen, ku, ki)
+    # category and brand affinity: the share of the history's weight in the candidate's category/brand
+    n_items = h.shape[1]
+    total = np.asarray(h.sum(axis=1)).ravel()
+    total = np.where(total > 0, total, 1.0)
+    for col, codes in ((6, item_f.category), (7, item_f.brand)):
+        codes = codes[:n_items]
+        valid = codes >= 0
+        if not valid.any():
+            continue
+        onehot = sp.csr_matrix((np.ones(int(valid.sum()), np.float32), (np.flatnonzero(valid), codes[valid])),
+                               shape=(n_items, int(codes.max()) + 1))
+        affinity = sp.csr_matrix(h @ onehot)  # [B, n_codes], sparse
+        c = codes[items]
+        ok = c >= 0
+        vals = np.zeros(n_pairs, np.float32)
+        vals[ok] = _gather(affinity, rows[ok], c[ok])
+        out[:, col] = vals / total[rows]
+    band = user_f.rows(u)[:, USER_FEATURES.index("user_price_median")]
+    price = item_f.price[items]
+    out[:, 8] = np.where((band > 0) & ~np.isnan(price), price / np.maximum(band, 1e-6), -1.0)
+    out[:, 9] = np.log1p(np.diff(h.indptr))[rows]
+    return out

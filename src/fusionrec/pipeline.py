@@ -1,0 +1,432 @@
+"""The fused pipeline: history -> candidates from every generator -> union -> features -> fuser -> re-rank.
+
+One `FusedPipeline` object is declared in TOML, measured by `fusionrec evaluate` (it is a
+CandidateGenerator named "fusion", "blend", "rrf" or "best") and loaded by `fusionrec serve`.
+
+Training never sees the caller's test data: `fit(data)` carves a validation window out of `data`
+itself (the last days when there are timestamps, else each user's last items or a random share),
+fits the generators on what precedes it, learns the fuser on the generators' candidates labelled by
+the window, then refits the generators on all of `data` and keeps the fuser.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from fusionrec import schema as S
+from fusionrec.candidates.base import CandidateGenerator, Query, ScoredItems, iter_batches
+from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions
+from fusionrec.data.vocabulary import Vocabulary
+from fusionrec.errors import ConfigError
+from fusionrec.features.tables import ITEM_FEATURES, PAIR_FEATURES, USER_FEATURES, ItemFeatures, UserFeatures, pair_features
+from fusionrec.ranking.fusers import (BestSingle, CandidateTable, LambdaRankFuser, LinearBlend, ReciprocalRankFusion,
+                                      ndcg_on_table, top_per_row)
+
+__all__ = ["FusedPipeline", "PipelineConfig", "load_pipeline_config", "GRADES"]
+
+#: label grade of a behaviour in the validation window (the ranker learns buy > cart > fav > view)
+GRADES = {"buy": 4, "cart": 3, "fav": 2, "view": 1, "click": 1}
+DEFAULT_GENERATORS: dict[str, dict[str, Any]] = {
+    "pop": {}, "trending": {}, "itemknn": {}, "covisit": {}, "rp3beta": {}, "ease": {}, "als": {},
+}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What a pipeline TOML declares; see configs/*.toml."""
+
+    generators: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_GENERATORS))
+    n_candidates: int = 100  # per generator
+    per_generator: dict[str, int] = field(default_factory=dict)  # overrides of n_candidates
+    fuser: str = "lambdarank"  # lambdarank | blend | rrf | best
+    ranker: dict[str, Any] = field(default_factory=dict)  # LightGBM parameters
+    holdout: str = "auto"  # auto | time | last | random
+    valid_days: float | None = None  # time holdout: the last D days of the training data (default: 15% of span)
+    valid_share: float = 0.2  # random holdout: share of each user's items
+    max_train_users: int = 20_000
+    exclude_seen: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fuser not in ("lambdarank", "blend", "rrf", "best"):
+            raise ConfigError(f"fuser: {self.fuser!r} is not one of lambdarank, blend, rrf, best")
+        if self.holdout not in ("auto", "time", "last", "random"):
+            raise ConfigError(f"holdout: {self.holdout!r} is not one of auto, time, last, random")
+        if not self.generators:
+            raise ConfigError("generators: a pipeline needs at least one generator")
+        if self.n_candidates < 1:
+            raise ConfigError("n_candidates must be at least 1")
+
+
+def load_pipeline_config(path: Path | str, **overrides: Any) -> PipelineConfig:
+    """Read a pipeline TOML: [pipeline] keys plus one [generators.NAME] table per generator."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the pipeline TOML ({exc})") from None
+    body = dict(data.get("pipeline", {}))
+    if "generators" in data:
+        body["generators"] = {k: dict(v) for k, v in data["generators"].items()}
+    if "ranker" in data:
+        body["ranker"] = dict(data["ranker"])
+    body.update(overrides)
+    known = set(PipelineConfig.__dataclass_fields__)
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown pipeline keys {unknown}; known: {sorted(known)}")
+    return PipelineConfig(**body)
+
+
+class FusedPipeline(CandidateGenerator):
+    """Candidates of many generators fused by a learned ranker (or a blend / RRF / best-single baseline)."""
+
+    name: ClassVar[str] = "fusion"
+    history_based: ClassVar[bool] = False
+    Config = PipelineConfig
+
+    generators_: dict[str, CandidateGenerator]
+    item_features_: ItemFeatures
+    user_features_: UserFeatures
+    fuser_: Any
+    report_: dict[str, Any]
+
+    def __init__(self, cfg: PipelineConfig | None = None) -> None:
+        self.cfg = cfg or PipelineConfig()
+
+    def config(self) -> dict[str, Any]:
+        return asdict(self.cfg)
+
+    # -- training -----------------------------------------------------------------------------
+    def _make_generators(self) -> dict[str, CandidateGenerator]:
+        from fusionrec.candidates.registry import make
+
+        gens = {}
+        for name, params in self.cfg.generators.items():
+            base = params.get("generator", name)  # the same generator twice under two names
+            p = {k: v for k, v in params.items() if k not in ("generator", "n")}
+            gens[name] = make(base, p)
+        return gens
+
+    def _n_for(self, name: str) -> int:
+        params = self.cfg.generators.get(name, {})
+        return int(params.get("n", self.cfg.per_generator.get(name, self.cfg.n_candidates)))
+
+    def _fit(self, data: Interactions) -> None:
+        t0 = time.perf_counter()
+        report: dict[str, Any] = {"fuser": self.cfg.fuser}
+        pre, labels, how = self._holdout(data)
+        report["holdout"] = how
+        if self.cfg.fuser != "rrf":
+            self._learn_fuser(pre, labels, report)
+        else:
+            self.fuser_ = ReciprocalRankFusion()
+        t1 = time.perf_counter()
+        self.generators_ = self._make_generators()
+        for gen in self.generators_.values():
+            gen.fit(data)
+        self.item_features_ = ItemFeatures.build(data)
+        self.user_features_ = UserFeatures.build(data, self.item_features_)
+        report["refit_seconds"] = round(time.perf_counter() - t1, 2)
+        report["fit_seconds"] = round(time.perf_counter() - t0, 2)
+        self.report_ = report
+
+    def _holdout(self, data: Interactions) -> tuple[Interactions, sp.csr_matrix, str]:
+        """Training part and graded labels [n_users, n_items] carved from `data` only."""
+        ev = data.events
+        mode = self.cfg.holdout
+        if mode == "auto":
+            mode = "time" if data.has_time else "last"
+        if mode == "time" and not data.has_time:
+            raise ConfigError("holdout 'time' needs timestamps; use 'last' or 'random' for this dataset")
+        if mode == "time":
+            t = ev[TIME].to_numpy()
+            lo, hi = np.nanmin(t), np.nanmax(t)
+            days = self.cfg.valid_days if self.cfg.valid_days else max((hi - lo) / 86400.0 * 0.15, 1 / 24)
+            cut = hi - days * 86400.0
+            held = t > cut
+            how = f"time: the last {days:.2f} days of training data label the ranker"
+        else:
+            pos = ev.select(pl.int_range(pl.len()).over(USER_IDX).alias("p"), pl.len().over(USER_IDX).alias("n"))
+            p, n = pos["p"].to_numpy(), pos["n"].to_numpy()
+            if mode == "last":
+                held = (p == n - 1) & (n >= 3)
+                how = "last: each user's last training interaction labels the ranker"
+            else:
+                rng = np.random.default_rng(self.cfg.seed)
+                held = (rng.random(len(p)) < self.cfg.valid_share) & (n >= 3)
+                how = f"random: {self.cfg.valid_share:.0%} of each user's training items label the ranker"
+        pre = data.subset(~held)
+        lab_ev = ev.filter(pl.Series(held))
+        grade = lab_ev[S.BEHAVIOR].replace_strict(GRADES, default=1, return_dtype=pl.Float32).to_numpy()
+        rows, cols = lab_ev[USER_IDX].to_numpy(), lab_ev[ITEM_IDX].to_numpy()
+        # max grade per pair (a view then a buy of the same item is a buy), not the sum
+        key = rows.astype(np.int64) * data.n_items + cols
+        order = np.lexsort((-grade, key))
+        first = np.ones(len(order), bool)
+        first[1:] = key[order][1:] != key[order][:-1]
+        sel = order[first]
+        labels = sp.csr_matrix((grade[sel], (rows[sel], cols[sel])), shape=(data.n_users, data.n_items))
+        return pre, labels, how
+
+    def _learn_fuser(self, pre: Interactions, labels: sp.csr_matrix, report: dict[str, Any]) -> None:
+        cfg = self.cfg
+        gens = self._make_generators()
+        t0 = time.perf_counter()
+        for gen in gens.values():
+            gen.fit(pre)
+        report["stage1_fit_seconds"] = round(time.perf_counter() - t0, 2)
+        hist = pre.matrix()
+        has_hist = np.diff(hist.indptr) > 0
+        has_label = np.diff(labels.indptr) > 0
+        if cfg.exclude_seen:
+            # targets the user already had are excluded at serving time, so they cannot be learned from
+            labels = labels - labels.multiply(hist > 0)
+            labels.eliminate_zeros()
+            has_label = np.diff(labels.indptr) > 0
+        users = np.flatnonzero(has_hist & has_label)
+        rng = np.random.default_rng(cfg.seed)
+        if len(users) > cfg.max_train_users:
+            users = np.sort(rng.choice(users, cfg.max_train_users, replace=False))
+        if len(users) < 10:
+            raise ConfigError(f"only {len(users)} users have both history and validation events; "
+                              "the ranker cannot be trained (try holdout='random' or more data)")
+        item_f = ItemFeatures.build(pre)
+        user_f = UserFeatures.build(pre, item_f)
+        h = hist[users]
+        table = self._candidate_table(gens, users, h, exclude=h if cfg.exclude_seen else None)
+        y = np.asarray(labels[users][table.rows, table.items], np.float32).ravel()
+        n_relevant = np.diff(labels[users].indptr)
+        recall = float(np.mean(np.bincount(table.rows, weights=(y > 0), minlength=len(users))
+                               / np.maximum(n_relevant, 1)))
+        report.update({"train_users": int(len(users)), "candidates_per_user": round(len(table.rows) / len(users), 1),
+                       "candidate_recall": round(recall, 4)})
+        per_gen = {g: round(ndcg_on_table(table.rows, np.nan_to_num(table.scores[:, j], nan=-1e30), y, n_relevant), 4)
+                   for j, g in enumerate(table.generators)}
+        report["valid_ndcg@20_per_generator"] = per_gen
+        if cfg.fuser == "blend":
+            self.fuser_ = LinearBlend().fit(table, y, n_relevant)
+            report["blend_weights"] = dict(zip(table.generators, map(float, self.fuser_.weights_)))
+            fused = self.fuser_.predict(table)
+        elif cfg.fuser == "best":
+            self.fuser_ = BestSingle().fit(table, y, n_relevant)
+            report["best_generator"] = table.generators[self.fuser_.index_]
+            fused = self.fuser_.predict(table)
+        else:
+            X = self._features(table, users, h, item_f, user_f)
+            names = self.feature_names(table.generators)
+            # early stopping on held-out users: a fifth of the groups, never a user in both sets
+            val_users = rng.random(len(users)) < 0.2
+            tr, va = ~val_users[table.rows], val_users[table.rows]
+            t1 = time.perf_counter()
+            self.fuser_ = LambdaRankFuser(cfg.ranker, seed=cfg.seed).fit(
+                X[tr], y[tr], table.rows[tr], X[va], y[va], table.rows[va], names)
+            report["ranker_seconds"] = round(time.perf_counter() - t1, 2)
+            report["ranker_trees"] = int(self.fuser_.booster_.current_iteration())
+            fused = self.fuser_.predict(X)
+            vr = np.flatnonzero(val_users)
+            sel = va
+            remap = -np.ones(len(users), np.int64)
+            remap[vr] = np.arange(len(vr))
+            report["valid_ndcg@20_heldout_users"] = round(ndcg_on_table(
+                remap[table.rows[sel]], fused[sel], y[sel], n_relevant[vr]), 4)
+        report["valid_ndcg@20_fused_in_sample"] = round(ndcg_on_table(table.rows, fused, y, n_relevant), 4)
+
+    # -- candidates and features --------------------------------------------------------------
+    def _candidate_table(self, gens: dict[str, CandidateGenerator], users: np.ndarray, histories: sp.csr_matrix,
+                         exclude: sp.csr_matrix | None) -> CandidateTable:
+        n_items = next(iter(gens.values())).n_items_
+        names = list(gens)
+        per = []
+        for name in names:
+            idx, sc = gens[name].recommend(users, histories, self._n_for(name), exclude=exclude)
+            ok = np.isfinite(sc) & (idx >= 0)
+            rows = np.broadcast_to(np.arange(len(users))[:, None], idx.shape)
+            ranks = np.broadcast_to(np.arange(1, idx.shape[1] + 1, dtype=np.float32)[None, :], idx.shape)
+            per.append((rows[ok].astype(np.int64) * n_items + idx[ok], sc[ok], ranks[ok], idx.shape[1]))
+        keys = np.unique(np.concatenate([p[0] for p in per])) if per else np.empty(0, np.int64)
+        scores = np.full((len(keys), len(names)), np.nan, np.float32)
+        ranks = np.empty((len(keys), len(names)), np.float32)
+        for g, (k, s, r, n) in enumerate(per):
+            ranks[:, g] = n + 1
+            pos = np.searchsorted(keys, k)
+            scores[pos, g] = s
+            ranks[pos, g] = r
+        return CandidateTable(rows=keys // n_items, items=keys % n_items, scores=scores, ranks=ranks,
+                              generators=names, n_rows=len(users))
+
+    @staticmethod
+    def feature_names(generators: list[str]) -> list[str]:
+        per_gen = [f"{g}_{what}" for g in generators for what in ("score", "score_norm", "rank", "proposed")]
+        return per_gen + ["n_generators"] + list(ITEM_FEATURES) + list(USER_FEATURES) + list(PAIR_FEATURES)
+
+    @staticmethod
+    def _features(table: CandidateTable, users: np.ndarray, histories: sp.csr_matrix, item_f: ItemFeatures,
+                  user_f: UserFeatures) -> np.ndarray:
+        g = len(table.generators)
+        norm = table.normalised_scores().astype(np.float32)
+        proposed = table.proposed
+        per_gen = np.empty((len(table.rows), 4 * g), np.float32)
+        per_gen[:, 0::4] = table.scores
+        per_gen[:, 1::4] = np.where(proposed, norm, np.nan)
+        per_gen[:, 2::4] = table.ranks
+        per_gen[:, 3::4] = proposed
+        return np.hstack([
+            per_gen,
+            proposed.sum(axis=1, keepdims=True).astype(np.float32),
+            item_f.values[table.items],
+            user_f.rows(np.asarray(users)[table.rows]),
+            pair_features(users, histories, table.rows, table.items, item_f, user_f),
+        ])
+
+    # -- scoring ------------------------------------------------------------------------------
+    def fused_table(self, users: np.ndarray, histories: sp.csr_matrix, exclude: sp.csr_matrix | None
+                    ) -> tuple[CandidateTable, np.ndarray]:
+        """The candidate table of a batch and the fused score of every pair."""
+        table = self._candidate_table(self.generators_, users, histories, exclude)
+        if isinstance(self.fuser_, LambdaRankFuser):
+            X = self._features(table, users, histories, self.item_features_, self.user_features_)
+            return table, self.fuser_.predict(X)
+        return table, self.fuser_.predict(table)
+
+    def recommend(self, users: np.ndarray, histories: sp.csr_matrix | None, n: int,
+                  exclude: sp.csr_matrix | None = None, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        users = np.asarray(users, np.int64)
+        h = self._histories(histories, len(users))
+        out_i = np.full((len(users), n), -1, np.int64)
+        out_s = np.full((len(users), n), -np.inf, np.float32)
+        for sl in iter_batches(len(users), batch_size):
+            ex = exclude[sl] if exclude is not None else None
+            table, fused = self.fused_table(users[sl], h[sl], ex)
+            out_i[sl], out_s[sl] = top_per_row(table.rows, table.items, fused, table.n_rows, n)
+        return out_i, out_s
+
+    def score(self, users: np.ndarray, histories: sp.csr_matrix | None) -> np.ndarray:
+        """Dense scores: fused scores on the candidates, -inf elsewhere."""
+        users = np.asarray(users, np.int64)
+        h = self._histories(histories, len(users))
+        table, fused = self.fused_table(users, h, None)
+        out = np.full((len(users), self.n_items_), -np.inf, np.float32)
+        out[table.rows, table.items] = fused
+        return out
+
+    def candidates(self, query: Query, n: int) -> ScoredItems:
+        hist = query.history_row(self.n_items_)
+        ex = None
+        if query.exclude is not None and len(query.exclude):
+            ex = sp.csr_matrix((np.ones(len(query.exclude), np.float32), (np.zeros(len(query.exclude), np.int64),
+                                query.exclude)), shape=(1, self.n_items_))
+        items, scores = self.recommend(np.asarray([query.user], np.int64), hist, n, exclude=ex)
+        keep = np.isfinite(scores[0])
+        return ScoredItems(items[0][keep], scores[0][keep])
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps({"name": self.name, "config": self.config(),
+                                                        "report": self.report_}, indent=1, default=str))
+        self.items_.save(folder / "items.txt")
+        self.users_.save(folder / "users.txt")
+        for name, gen in self.generators_.items():
+            gen.save(folder / "generators" / name)
+        arrays = {**self.item_features_.to_arrays(), **self.user_features_.to_arrays()}
+        flat: dict[str, np.ndarray] = {}
+        for k, v in arrays.items():
+            if sp.issparse(v):
+                c = sp.csr_matrix(v)
+                flat[f"{k}.data"], flat[f"{k}.indices"], flat[f"{k}.indptr"] = c.data, c.indices, c.indptr
+                flat[f"{k}.shape"] = np.asarray(c.shape)
+            else:
+                flat[k] = np.asarray(v)
+        np.savez(folder / "features.npz", **flat)
+        (folder / "feature_names.json").write_text(self.item_features_.names_json())
+        fuser: dict[str, Any] = {"kind": self.fuser_.kind}
+        if isinstance(self.fuser_, LambdaRankFuser):
+            (folder / "ranker.txt").write_text(self.fuser_.save_text())
+            fuser["features"] = self.fuser_.feature_names_
+        elif isinstance(self.fuser_, LinearBlend):
+            fuser["weights"] = [float(w) for w in self.fuser_.weights_]  # type: ignore[union-attr]
+        elif isinstance(self.fuser_, BestSingle):
+            fuser["index"] = self.fuser_.index_
+        (folder / "fuser.json").write_text(json.dumps(fuser))
+
+    @classmethod
+    def load(cls, folder: Path) -> "FusedPipeline":
+        from fusionrec.candidates.registry import load_generator
+
+        folder = Path(folder)
+        meta = json.loads((folder / "config.json").read_text())
+        obj = cls(PipelineConfig(**meta["config"]))
+        obj.report_ = meta.get("report", {})
+        obj.items_ = Vocabulary.load(folder / "items.txt")
+        obj.users_ = Vocabulary.load(folder / "users.txt")
+        obj.n_items_ = len(obj.items_)
+        obj.generators_ = {name: load_generator(folder / "generators" / name) for name in obj.cfg.generators}
+        with np.load(folder / "features.npz", allow_pickle=False) as z:
+            raw = {k: z[k] for k in z.files}
+        arrays: dict[str, Any] = {}
+        for key in {k.rsplit(".", 1)[0] for k in raw if k.endswith(".indptr")}:
+            arrays[key] = sp.csr_matrix((raw[f"{key}.data"], raw[f"{key}.indices"], raw[f"{key}.indptr"]),
+                                        shape=tuple(raw[f"{key}.shape"]))
+        arrays.update({k: v for k, v in raw.items() if k.rsplit(".", 1)[0] not in arrays})
+        obj.item_features_ = ItemFeatures.from_arrays(arrays, (folder / "feature_names.json").read_text())
+        obj.user_features_ = UserFeatures.from_arrays(arrays)
+        fuser = json.loads((folder / "fuser.json").read_text())
+        if fuser["kind"] == "lambdarank":
+            f = LambdaRankFuser(obj.cfg.ranker, seed=obj.cfg.seed)
+            f.load_text((folder / "ranker.txt").read_text(), fuser["features"])
+            obj.fuser_ = f
+        elif fuser["kind"] == "blend":
+            b = LinearBlend()
+            b.weights_ = np.asarray(fuser["weights"])
+            obj.fuser_ = b
+        elif fuser["kind"] == "best":
+            bs = BestSingle()
+            bs.index_ = int(fuser["index"])
+            obj.fuser_ = bs
+        else:
+            obj.fuser_ = ReciprocalRankFusion()
+        return obj
+
+
+class BlendPipeline(FusedPipeline):
+    """The same pipeline with a linear blend of normalised scores (weights tuned on validation)."""
+
+    name: ClassVar[str] = "blend"
+
+    def __init__(self, cfg: PipelineConfig | None = None) -> None:
+        super().__init__(_with_fuser(cfg, "blend"))
+
+
+class RRFPipeline(FusedPipeline):
+    """The same pipeline with reciprocal-rank fusion (nothing learned)."""
+
+    name: ClassVar[str] = "rrf"
+
+    def __init__(self, cfg: PipelineConfig | None = None) -> None:
+        super().__init__(_with_fuser(cfg, "rrf"))
+
+
+class BestSinglePipeline(FusedPipeline):
+    """The best single generator on validation, chosen inside the pipeline."""
+
+    name: ClassVar[str] = "best"
+
+    def __init__(self, cfg: PipelineConfig | None = None) -> None:
+        super().__init__(_with_fuser(cfg, "best"))
+
+
+def _with_fuser(cfg: PipelineConfig | None, fuser: str) -> PipelineConfig:
+    from dataclasses import replace
+
+    return replace(cfg or PipelineConfig(), fuser=fuser)

@@ -1,0 +1,201 @@
+"""Fusion methods over a candidate table: LightGBM LambdaRank, a tuned linear blend, reciprocal-rank fusion.
+
+A candidate table holds, per (batch row, item) pair, every generator's score and rank (NaN / n+1 when
+the generator did not propose it). All fusers score the table row-wise; only the ranker learns from
+features beyond the generators' own outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CandidateTable", "LambdaRankFuser", "LinearBlend", "ReciprocalRankFusion", "BestSingle",
+           "ndcg_on_table", "top_per_row"]
+
+
+@dataclass
+class CandidateTable:
+    """The union of all generators' candidates for a batch of users.
+
+    rows/items: [P] pair coordinates (sorted by row then item); scores/ranks: [P, G] per generator.
+    """
+
+    rows: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray  # float32, NaN where not proposed
+    ranks: np.ndarray  # float32, 1-based; n_g + 1 where not proposed
+    generators: list[str]
+    n_rows: int
+
+    @property
+    def proposed(self) -> np.ndarray:
+        return ~np.isnan(self.scores)
+
+    def normalised_scores(self) -> np.ndarray:
+        """Per row and generator, scores min-max scaled to [0, 1]; 0 where not proposed."""
+        s = self.scores.astype(np.float64)
+        out = np.zeros_like(s)
+        for g in range(s.shape[1]):
+            col = s[:, g]
+            ok = ~np.isnan(col)
+            if not ok.any():
+                continue
+            lo = np.full(self.n_rows, np.inf)
+            hi = np.full(self.n_rows, -np.inf)
+            np.minimum.at(lo, self.rows[ok], col[ok])
+            np.maximum.at(hi, self.rows[ok], col[ok])
+            span = (hi - lo)[self.rows[ok]]
+            out[ok, g] = np.where(span > 0, (col[ok] - lo[self.rows[ok]]) / np.where(span > 0, span, 1), 1.0)
+        return out
+
+
+def top_per_row(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """[n_rows, n] best items and scores per row (padding: item -1, score -inf)."""
+    out_i = np.full((n_rows, n), -1, np.int64)
+    out_s = np.full((n_rows, n), -np.inf, np.float32)
+    if len(rows) == 0 or n == 0:
+        return out_i, out_s
+    order = np.lexsort((-scores, rows))
+    r = rows[order]
+    starts = np.searchsorted(r, np.arange(n_rows))
+    pos = np.arange(len(r)) - starts[r]
+    keep = pos < n
+    out_i[r[keep], pos[keep]] = items[order][keep]
+    out_s[r[keep], pos[keep]] = scores[order][keep]
+    return out_i, out_s
+
+
+def ndcg_on_table(rows: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_relevant: np.ndarray,
+                  k: int = 20) -> float:
+    """Mean binary NDCG@k over rows, the ideal counting every relevant item (also those not in the table)."""
+    order = np.lexsort((-scores, rows))
+    r = rows[order]
+    rel = labels[order] > 0
+    starts = np.searchsorted(r, np.arange(len(n_relevant)))
+    pos = np.arange(len(r)) - starts[r]
+    hit = rel & (pos < k)
+    dcg = np.zeros(len(n_relevant))
+    np.add.at(dcg, r[hit], 1.0 / np.log2(pos[hit] + 2))
+    discounts = 1.0 / np.log2(np.arange(k) + 2)
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(n_relevant, k)]
+    ok = n_relevant > 0
+    return float(np.mean(dcg[ok] / ideal[ok])) if ok.any() else 0.0
+
+
+class LambdaRankFuser:
+    """LightGBM LambdaRank with one group per user, early-stopped on held-out users."""
+
+    kind = "lambdarank"
+
+    def __init__(self, params: dict[str, Any] | None = None, seed: int = 0) -> None:
+        self.params = {"n_estimators": 400, "learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20,
+                       "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "reg_lambda": 1.0,
+                       "early_stopping_rounds": 30, **(params or {})}
+        self.seed = seed
+        self.booster_: Any = None
+        self.feature_names_: list[str] = []
+
+    def fit(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+            rows_val: np.ndarray, feature_names: list[str]) -> "LambdaRankFuser":
+        import lightgbm as lgb
+
+        params = dict(self.params)
+        stop = int(params.pop("early_stopping_rounds"))
+        self.feature_names_ = list(feature_names)
+        model = lgb.LGBMRanker(objective="lambdarank", random_state=self.seed, n_jobs=2, verbose=-1,
+                               deterministic=True, force_row_wise=True, label_gain=[0, 1, 2, 3, 4, 5, 6, 7, 8],
+                               **params)
+        model.fit(X, y, group=_group_sizes(rows), eval_set=[(X_val, y_val)], eval_group=[_group_sizes(rows_val)],
+                  eval_at=[10, 20], feature_name=self.feature_names_,
+                  callbacks=[lgb.early_stopping(stop, verbose=False)])
+        self.booster_ = model.booster_
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster_.predict(X, num_threads=2), np.float32)
+
+    def feature_importance(self) -> dict[str, float]:
+        gain = self.booster_.feature_importance(importance_type="gain")
+        total = float(gain.sum()) or 1.0
+        return {n: float(g) / total for n, g in sorted(zip(self.feature_names_, gain), key=lambda x: -x[1])}
+
+    def save_text(self) -> str:
+        return str(self.booster_.model_to_string())
+
+    def load_text(self, text: str, feature_names: list[str]) -> None:
+        import lightgbm as lgb
+
+        self.booster_ = lgb.Booster(model_str=text)
+        self.feature_names_ = feature_names
+
+
+def _group_sizes(rows: np.ndarray) -> np.ndarray:
+    """LightGBM group sizes for pairs sorted by row."""
+    _, counts = np.unique(rows, return_counts=True)
+    return counts
+
+
+class LinearBlend:
+    """A weighted sum of per-user min-max normalised generator scores; weights tuned on validation NDCG@20."""
+
+    kind = "blend"
+    grid = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+    def __init__(self) -> None:
+        self.weights_: np.ndarray | None = None
+
+    def fit(self, table: CandidateTable, labels: np.ndarray, n_relevant: np.ndarray, passes: int = 2) -> "LinearBlend":
+        norm = table.normalised_scores()
+        w = np.ones(norm.shape[1])
+        best = ndcg_on_table(table.rows, norm @ w, labels, n_relevant)
+        for _ in range(passes):
+            for g in range(len(w)):
+                for value in self.grid:
+                    trial = w.copy()
+                    trial[g] = value
+                    if not trial.any():
+                        continue
+                    score = ndcg_on_table(table.rows, norm @ trial, labels, n_relevant)
+                    if score > best + 1e-9:
+                        best, w = score, trial
+        self.weights_ = w
+        return self
+
+    def predict(self, table: CandidateTable) -> np.ndarray:
+        assert self.weights_ is not None
+        return (table.normalised_scores() @ self.weights_).astype(np.float32)
+
+
+class ReciprocalRankFusion:
+    """score = sum over generators of 1 / (k + rank); nothing learned."""
+
+    kind = "rrf"
+
+    def __init__(self, k: float = 60.0) -> None:
+        self.k = k
+
+    def predict(self, table: CandidateTable) -> np.ndarray:
+        contrib = np.where(table.proposed, 1.0 / (self.k + table.ranks), 0.0)
+        return contrib.sum(axis=1).astype(np.float32)
+
+
+class BestSingle:
+    """The one generator with the best validation NDCG@20; ties in its list broken by the others' RRF."""
+
+    kind = "best"
+
+    def __init__(self) -> None:
+        self.index_: int = 0
+
+    def fit(self, table: CandidateTable, labels: np.ndarray, n_relevant: np.ndarray) -> "BestSingle":
+        scores = [ndcg_on_table(table.rows, np.nan_to_num(table.scores[:, g], nan=-1e30), labels, n_relevant)
+                  for g in range(table.scores.shape[1])]
+        self.index_ = int(np.argmax(scores))
+        return self
+
+    def predict(self, table: CandidateTable) -> np.ndarray:
+        return np.where(table.proposed[:, self.index_], -table.ranks[:, self.index_], -1e9).astype(np.float32)
