@@ -28,16 +28,27 @@ from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions
 from fusionrec.data.vocabulary import Vocabulary
 from fusionrec.errors import ConfigError
 from fusionrec.features.tables import ITEM_FEATURES, PAIR_FEATURES, USER_FEATURES, ItemFeatures, UserFeatures, pair_features
+from fusionrec.rerank.explain import Explanation
+from fusionrec.rerank.rules import ItemCatalog, RequestFilters, Reranker, RerankConfig
 from fusionrec.ranking.fusers import (BestSingle, CandidateTable, LambdaRankFuser, LinearBlend, ReciprocalRankFusion,
                                       ndcg_on_table, top_per_row)
 
-__all__ = ["FusedPipeline", "PipelineConfig", "load_pipeline_config", "GRADES"]
+__all__ = ["FusedPipeline", "PipelineConfig", "Recommendation", "load_pipeline_config", "GRADES"]
 
 #: label grade of a behaviour in the validation window (the ranker learns buy > cart > fav > view)
 GRADES = {"buy": 4, "cart": 3, "fav": 2, "view": 1, "click": 1}
 DEFAULT_GENERATORS: dict[str, dict[str, Any]] = {
     "pop": {}, "trending": {}, "itemknn": {}, "covisit": {}, "rp3beta": {}, "ease": {}, "als": {},
 }
+
+
+@dataclass
+class Recommendation:
+    """One recommended item index with its fused score and explanation."""
+
+    item: int
+    score: float
+    explanation: Explanation
 
 
 @dataclass(frozen=True)
@@ -318,6 +329,53 @@ class FusedPipeline(CandidateGenerator):
         out = np.full((len(users), self.n_items_), -np.inf, np.float32)
         out[table.rows, table.items] = fused
         return out
+
+    def recommend_query(self, query: Query, n: int, filters: RequestFilters | None = None,
+                        reranker: Reranker | None = None, n_pool: int = 200) -> list[Recommendation]:
+        """The online path for one user or session: fused candidates, re-ranked, with explanations.
+
+        `query.history` holds the user's current history (training events plus live ones), so a new
+        event changes the next answer at once; known users' factor models fold the live history in.
+        """
+        from fusionrec.rerank.explain import history_contributions
+
+        hist = query.history_row(self.n_items_)
+        ex = None
+        if query.exclude is not None and len(query.exclude):
+            ex = sp.csr_matrix((np.ones(len(query.exclude), np.float32),
+                                (np.zeros(len(query.exclude), np.int64), query.exclude)), shape=(1, self.n_items_))
+        users = np.asarray([query.user], np.int64)
+        table, fused = self.fused_table(users, hist, ex)
+        order = np.argsort(-fused, kind="stable")[:n_pool]
+        items, scores = table.items[order], fused[order]
+        ranks = table.ranks[order]
+        proposed = table.proposed[order]
+        reranker = reranker or Reranker(RerankConfig(), self.catalog())
+        pos = {int(i): p for p, i in enumerate(items)}
+        items, scores = reranker.rerank(items, scores, n, filters)
+        picked = np.asarray([pos[int(i)] for i in items], np.int64)
+        sim = self.explaining_similarity()
+        because = history_contributions(hist, sim, items) if sim is not None else [[] for _ in items]
+        out = []
+        for k, (item, score) in enumerate(zip(items, scores)):
+            p = picked[k]
+            gens = {g: int(ranks[p, j]) for j, g in enumerate(table.generators) if proposed[p, j]}
+            out.append(Recommendation(int(item), float(score), Explanation(gens, because[k])))
+        return out
+
+    def explaining_similarity(self) -> sp.csr_matrix | None:
+        """An item x item similarity to attribute recommendations to history items (item-kNN first)."""
+        for gen in self.generators_.values():
+            sim = getattr(gen, "sim_", None)
+            if sim is not None:
+                return sim
+        return None
+
+    def catalog(self) -> ItemCatalog:
+        """Stock, price, category and brand per item, for filters and rules."""
+        f = self.item_features_
+        return ItemCatalog(category=f.category, brand=f.brand, price=f.price, available=f.available,
+                           consumable=f.consumable, category_names=f.category_names, brand_names=f.brand_names)
 
     def candidates(self, query: Query, n: int) -> ScoredItems:
         hist = query.history_row(self.n_items_)

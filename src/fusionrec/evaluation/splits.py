@@ -254,8 +254,10 @@ def _prepare(ds: DatasetLike) -> pl.DataFrame:
     cols.append(pl.col(S.BEHAVIOR).cast(pl.Utf8) if S.BEHAVIOR in ev.columns else pl.lit("buy").alias(S.BEHAVIOR))
     cols.append(pl.col(S.TIMESTAMP) if S.TIMESTAMP in ev.columns
                 else pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias(S.TIMESTAMP))
-    cols.append(pl.col(S.SEQ).cast(pl.Int64) if S.SEQ in ev.columns else pl.int_range(pl.len(), dtype=pl.Int64).alias(S.SEQ))
-    cols.append(pl.col(S.SPLIT).cast(pl.Utf8) if S.SPLIT in ev.columns else pl.lit(None, dtype=pl.Utf8).alias(S.SPLIT))
+    cols.append(pl.col(S.SEQ).cast(pl.Int64) if S.SEQ in ev.columns
+                else pl.int_range(pl.len(), dtype=pl.Int64).alias(S.SEQ))
+    cols.append(pl.col(S.SPLIT).cast(pl.Utf8) if S.SPLIT in ev.columns
+                else pl.lit(None, dtype=pl.Utf8).alias(S.SPLIT))
     return ev.select(cols).with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
 
 

@@ -109,7 +109,7 @@ class LambdaRankFuser:
         model = lgb.LGBMRanker(objective="lambdarank", random_state=self.seed, n_jobs=2, verbose=-1,
                                deterministic=True, force_row_wise=True, label_gain=[0, 1, 2, 3, 4, 5, 6, 7, 8],
                                **params)
-        model.fit(X, y, group=_group_sizes(rows), eval_set=[(X_val, y_val)], eval_group=[_group_sizes(rows_val)],
+        model.fit(X, y, group=_group_sizes(rows), eval_X=(X_val,), eval_y=(y_val,), eval_group=[_group_sizes(rows_val)],
                   eval_at=[10, 20], feature_name=self.feature_names_,
                   callbacks=[lgb.early_stopping(stop, verbose=False)])
         self.booster_ = model.booster_
