@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import tomllib
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -98,6 +99,34 @@ def load_pipeline_config(path: Path | str, **overrides: Any) -> PipelineConfig:
     return PipelineConfig(**body)
 
 
+# Fitted generators shared by pipelines in one process: `evaluate --models fusion,blend,rrf,best` fits
+# each generator once per training set instead of four times. Generators are deterministic for their
+# config and seed, so sharing changes no result. Keyed by a fingerprint of the data, bounded in size.
+_FIT_CACHE: "OrderedDict[tuple[Any, ...], Any]" = OrderedDict()
+_FIT_CACHE_SIZE = 24
+
+
+def _fingerprint(data: Interactions) -> tuple[Any, ...]:
+    ev = data.events
+    digest = int(ev.select(pl.col(USER_IDX), pl.col(ITEM_IDX), pl.col(S.SEQ)).hash_rows(seed=7).sum()) if ev.height else 0
+    return (data.n_users, data.n_items, ev.height, digest)
+
+
+def _cached(key: tuple[Any, ...], build: Any) -> Any:
+    if key in _FIT_CACHE:
+        _FIT_CACHE.move_to_end(key)
+        return _FIT_CACHE[key]
+    value = build()
+    _FIT_CACHE[key] = value
+    while len(_FIT_CACHE) > _FIT_CACHE_SIZE:
+        _FIT_CACHE.popitem(last=False)
+    return value
+
+
+def clear_fit_cache() -> None:
+    _FIT_CACHE.clear()
+
+
 class FusedPipeline(CandidateGenerator):
     """Candidates of many generators fused by a learned ranker (or a blend / RRF / best-single baseline)."""
 
@@ -128,6 +157,14 @@ class FusedPipeline(CandidateGenerator):
             gens[name] = make(base, p)
         return gens
 
+    def _fitted_generators(self, data: Interactions) -> dict[str, CandidateGenerator]:
+        fp = _fingerprint(data)
+        out = {}
+        for name, gen in self._make_generators().items():
+            key = ("gen", fp, gen.name, json.dumps(gen.config(), sort_keys=True, default=str))
+            out[name] = _cached(key, lambda g=gen: g.fit(data))
+        return out
+
     def _n_for(self, name: str) -> int:
         params = self.cfg.generators.get(name, {})
         return int(params.get("n", self.cfg.per_generator.get(name, self.cfg.n_candidates)))
@@ -135,16 +172,15 @@ class FusedPipeline(CandidateGenerator):
     def _fit(self, data: Interactions) -> None:
         t0 = time.perf_counter()
         report: dict[str, Any] = {"fuser": self.cfg.fuser}
-        pre, labels, how = self._holdout(data)
+        key = ("holdout", _fingerprint(data), self.cfg.holdout, self.cfg.valid_days, self.cfg.valid_share, self.cfg.seed)
+        pre, labels, how = _cached(key, lambda: self._holdout(data))
         report["holdout"] = how
         if self.cfg.fuser != "rrf":
             self._learn_fuser(pre, labels, report)
         else:
             self.fuser_ = ReciprocalRankFusion()
         t1 = time.perf_counter()
-        self.generators_ = self._make_generators()
-        for gen in self.generators_.values():
-            gen.fit(data)
+        self.generators_ = self._fitted_generators(data)
         self.item_features_ = ItemFeatures.build(data)
         self.user_features_ = UserFeatures.build(data, self.item_features_)
         report["refit_seconds"] = round(time.perf_counter() - t1, 2)
@@ -191,10 +227,8 @@ class FusedPipeline(CandidateGenerator):
 
     def _learn_fuser(self, pre: Interactions, labels: sp.csr_matrix, report: dict[str, Any]) -> None:
         cfg = self.cfg
-        gens = self._make_generators()
         t0 = time.perf_counter()
-        for gen in gens.values():
-            gen.fit(pre)
+        gens = self._fitted_generators(pre)
         report["stage1_fit_seconds"] = round(time.perf_counter() - t0, 2)
         hist = pre.matrix()
         has_hist = np.diff(hist.indptr) > 0
