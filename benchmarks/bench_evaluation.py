@@ -9,6 +9,7 @@ per batch: fitting is free and the metrics are meaningless (near zero). Prints a
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 import platform
 import time
@@ -138,6 +139,22 @@ def main() -> None:
               f"| {total_s:.2f} | {m.metrics[f'recall@{kmax}']:.4f} | {m.metrics[f'ndcg@{kmax}']:.4f} |")
     print(f"\nusers evaluated: {result.n_users_evaluated:,}; items ranked: {result.n_items:,}. "
           "Published on this split: EASE 0.1765 / 0.1467, LightGCN 0.1824 / 0.1554 (recall@20 / ndcg@20).")
+
+
+def run(quick: bool = False) -> str:
+    """The section for benchmarks/run.py: main()'s Markdown, captured."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    argv = sys.argv
+    sys.argv = [argv[0], "--models", "random" if quick else "random,als"]
+    try:
+        with contextlib.redirect_stdout(buf):
+            main()
+    finally:
+        sys.argv = argv
+    return buf.getvalue()
 
 
 if __name__ == "__main__":

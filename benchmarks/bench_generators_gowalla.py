@@ -142,7 +142,26 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def run(quick: bool = False) -> str:
+    """The Markdown section for benchmarks/run.py: tuned generators on the test split.
+
+    `quick` skips the slow EASE and user-kNN and scores a 5,000-user sample.
+    """
+    names = [n for n in TUNED if not quick or n not in ("ease", "userknn")]
+    te_args = ["--only", ",".join(names)] + (["--max-users", "5000"] if quick else [])
+    rows = main(te_args, echo=False)
+    title = "Gowalla (LightGCN split), test, full ranking" + (" (quick: 5,000-user sample)" if quick else "")
+    return markdown(rows, title) + "\n\n" + NOTES
+
+
+NOTES = (
+    "Recall@20 = hits / |test items|, averaged over test users; train items excluded; binary weighting. "
+    "Parameters tuned on a validation split of train (20% of each user's items held out, seed 0), "
+    "never on test. Published on this split: EASE 0.1765, LightGCN 0.1824, SimpleX 0.1872 (BARS)."
+)
+
+
+def main(argv: list[str] | None = None, echo: bool = True) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--only", default=",".join(TUNED), help="comma-separated generator names")
@@ -173,8 +192,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for name in args.only.split(","):
             r = fit_and_eval(name, TUNED[name], data, truth, args.max_users)
             rows.append(r)
-            print(f"{name} recall={r['recall']:.4f} ndcg={r['ndcg']:.4f} fit={r['fit_s']:.1f}s", flush=True)
-        print(markdown(rows, "Gowalla (LightGCN split), test, full ranking"))
+            if echo:
+                print(f"{name} recall={r['recall']:.4f} ndcg={r['ndcg']:.4f} fit={r['fit_s']:.1f}s", flush=True)
+        if echo:
+            print(markdown(rows, "Gowalla (LightGCN split), test, full ranking"))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return rows

@@ -202,24 +202,6 @@ def _ks(value: str) -> list[int]:
     return ks
 
 
-def _model_params(config: Path | None, dataset_name: str) -> dict[str, dict[str, Any]]:
-    """Per-model parameters from a TOML file: a [model] table each (the tuned configs under configs/)."""
-    import tomllib
-
-    from fusionrec.errors import ConfigError
-
-    if config is None:
-        return {}
-    try:
-        data = tomllib.loads(Path(config).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{config}: cannot read the TOML config ({exc})") from None
-    models = data.get("models", data)
-    if not isinstance(models, dict) or not all(isinstance(v, dict) for v in models.values()):
-        raise ConfigError(f"{config}: expected one [models.NAME] table of parameters per model")
-    return {k: dict(v) for k, v in models.items()}
-
-
 @app.command()
 @user_errors
 def evaluate(
@@ -244,6 +226,7 @@ def evaluate(
 
     from fusionrec.data.loading import load_dataset
     from fusionrec.evaluation.evaluator import evaluate as run_evaluation
+    from fusionrec.evaluation.model_config import read_model_params
     from fusionrec.evaluation.report import print_report, write_report
     from fusionrec.evaluation.splits import EvaluationError
     from fusionrec.errors import ConfigError
@@ -256,7 +239,7 @@ def evaluate(
     with _progress() as bar:
         task = bar.add_task(f"loading {data}", total=None)
         ds = load_dataset(data, fmt)
-        params = _model_params(config, ds.name)
+        params = read_model_params(config)
         try:
             result = run_evaluation(ds, protocol, names, ks, params=params, seed=seed, test_days=test_days,
                                     exclude_seen=exclude_seen, folds=folds, command=command,
@@ -274,6 +257,50 @@ def evaluate(
         sys.stdout.write(result.to_json() + "\n")
     else:
         print_report(result, out)
+
+
+@app.command()
+@user_errors
+def tune(
+    data: Path = typer.Option(..., "--data", help="Dataset file or folder."),
+    fmt: str = typer.Option(..., "--format", help="Input format."),
+    protocol: str = typer.Option(..., "--protocol", help="given, temporal, leave-last-out or kfold."),
+    model: str = typer.Option(..., "--model", help="The generator to tune (its declared search space)."),
+    trials: int = typer.Option(20, "--trials", min=1, max=1000, help="Optuna trials."),
+    metric: str = typer.Option("ndcg@20", "--metric", help="Validation metric to maximise, e.g. ndcg@20, recall@20."),
+    test_days: Optional[float] = typer.Option(None, "--test-days", min=0.0, help="temporal: the last D days are test."),
+    exclude_seen: bool = typer.Option(True, "--exclude-seen/--include-seen"),
+    seed: int = typer.Option(0, "--seed"),
+    write: Optional[Path] = typer.Option(None, "--write", help="Merge the best parameters into this TOML config."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Search a generator's hyper-parameters on the validation split carved from training data."""
+    from fusionrec.data.loading import load_dataset
+    from fusionrec.errors import ConfigError
+    from fusionrec.evaluation.splits import EvaluationError
+    from fusionrec.evaluation.tuning import tune as run_tune, write_params
+
+    if metric.split("@")[0] not in ("recall", "ndcg", "hr", "precision", "map", "mrr") or "@" not in metric:
+        raise ConfigError(f"--metric: expected e.g. ndcg@20 or recall@20, got {metric!r}")
+    with _progress() as bar:
+        task = bar.add_task(f"loading {data}", total=None)
+        ds = load_dataset(data, fmt)
+        try:
+            res = run_tune(ds, protocol, model, trials=trials, metric=metric, seed=seed, test_days=test_days,
+                           exclude_seen=exclude_seen, progress=lambda m: bar.update(task, description=m))
+        except EvaluationError as exc:
+            raise ConfigError(str(exc)) from None
+    if write:
+        write_params(write, res, f"{metric} {res.best_value:.4f} on validation (defaults {res.baseline_value:.4f}), "
+                                  f"{trials} trials, {res.split}")
+    summary = {"model": model, "metric": metric, "best_value": res.best_value, "defaults_value": res.baseline_value,
+               "best_params": res.best_params, "trials": len(res.trials), "seconds": round(res.seconds, 1),
+               "validation": res.split}
+    if as_json:
+        _emit_json(summary)
+    else:
+        out.print(f"{model}: validation {metric} {res.best_value:.4f} (defaults {res.baseline_value:.4f}) "
+                  f"with {res.best_params}" + (f"; written to {write}" if write else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

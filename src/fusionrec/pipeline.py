@@ -39,7 +39,7 @@ __all__ = ["FusedPipeline", "PipelineConfig", "Recommendation", "load_pipeline_c
 #: label grade of a behaviour in the validation window (the ranker learns buy > cart > fav > view)
 GRADES = {"buy": 4, "cart": 3, "fav": 2, "view": 1, "click": 1}
 DEFAULT_GENERATORS: dict[str, dict[str, Any]] = {
-    "pop": {}, "trending": {}, "itemknn": {}, "covisit": {}, "rp3beta": {}, "ease": {}, "als": {},
+    "pop": {}, "trending": {}, "itemknn": {}, "covisit": {}, "rp3beta": {}, "als": {},
 }
 
 

@@ -1,0 +1,152 @@
+"""Accuracy of every generator and of the fused pipelines on the shared datasets, beside published numbers.
+
+Each dataset is evaluated once by `fusionrec.evaluation.evaluate` with its tuned config from
+`configs/<key>.toml` (tuned on validation splits carved from training data, never on test).
+The JSON of each run is kept under benchmarks/out/ so the tables can be re-rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FUSIONREC_SHARED_DATA", ROOT.parent / "shared" / "data"))
+OUT = ROOT / "benchmarks" / "out"
+
+GENERATORS = ["pop", "itemknn", "rp3beta", "ease", "als", "bpr", "userknn"]
+FUSERS = ["best", "rrf", "blend", "fusion"]
+
+RUNS: list[dict[str, Any]] = [
+    {"key": "gowalla", "path": "lightgcn_gowalla", "format": "lightgcn", "protocol": "given",
+     "models": GENERATORS + FUSERS, "metric": "recall@20",
+     "anchors": {"SimpleX (BARS best)": 0.1872, "UltraGCN": 0.1862, "LightGCN": 0.1824, "EASE (BARS)": 0.1765}},
+    {"key": "ml-1m", "path": "bars_ultragcn/ml-1m", "format": "lightgcn", "protocol": "given",
+     "models": GENERATORS + FUSERS, "metric": "recall@20", "anchors": {"UltraGCN": 0.2787}},
+    {"key": "amazoncds", "path": "bars_ultragcn/amazoncds", "format": "lightgcn", "protocol": "given",
+     "models": GENERATORS + FUSERS, "metric": "recall@20", "anchors": {"UltraGCN": 0.1622}},
+    {"key": "beauty", "path": "amazon_s3rec/Beauty.txt.gz", "format": "s3rec", "protocol": "leave-last-out",
+     "models": ["pop", "itemknn", "rp3beta", "ease", "als", "sasrec"] + FUSERS, "metric": "hr@10",
+     "exclude_seen": False, "anchors": {"SASRec-CE": 0.0533, "BERT4Rec": 0.0338}},
+    {"key": "taobao", "path": "taobao_userbehavior", "format": "taobao", "protocol": "temporal", "test_days": 1,
+     "models": GENERATORS + FUSERS, "metric": "recall@20", "anchors": {}},
+    {"key": "taobao-repeats", "path": "taobao_userbehavior", "format": "taobao", "protocol": "temporal",
+     "test_days": 1, "exclude_seen": False, "models": GENERATORS + FUSERS, "metric": "recall@20", "anchors": {}},
+]
+QUICK = ["taobao", "taobao-repeats"]
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    from fusionrec.data.loading import load_dataset
+    from fusionrec.evaluation import evaluate
+    from fusionrec.evaluation.model_config import read_model_params
+    from fusionrec.candidates.registry import GENERATORS as KNOWN
+
+    config = ROOT / "configs" / f"{spec['key'].split('-')[0]}.toml"
+    params = read_model_params(config if config.exists() else None)
+    models = [m for m in spec["models"] if m in KNOWN]
+    ds = load_dataset(DATA / spec["path"], spec["format"])
+    t0 = time.perf_counter()
+    result = evaluate(ds, spec["protocol"], models, [10, 20], params=params, seed=0,
+                      test_days=spec.get("test_days"), exclude_seen=spec.get("exclude_seen", True),
+                      progress=lambda msg: print(f"  [{spec['key']}] {msg}", flush=True))
+    payload = result.to_dict()
+    # paired tests of fusion against the best single generator and the other fusers, per metric
+    gens = [m for m in models if m not in FUSERS]
+    tests = []
+    if "fusion" in models and gens:
+        best = max(gens, key=lambda m: result.models[m].metrics.get(spec["metric"], -1))
+        for other in [best] + [f for f in ("blend", "rrf") if f in models]:
+            for metric in ("ndcg@10", "recall@20", "hr@10"):
+                tests.append(result.compare("fusion", other, metric))
+    payload["fusion_tests"] = tests
+    payload["config"] = str(config.relative_to(ROOT)) if config.exists() else None
+    payload["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"quality_{spec['key']}.json").write_text(json.dumps(payload, indent=1, default=str))
+    return payload
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def render(spec: dict[str, Any], res: dict[str, Any]) -> list[str]:
+    metric = spec["metric"]
+    models = res["models"]
+    gens = [m for m in models if m not in FUSERS]
+    best_gen = max(gens, key=lambda m: models[m]["metrics"].get(metric, -1)) if gens else None
+    lines = [f"### {spec['key']} ({res['protocol']}{', exclude seen' if res.get('exclude_seen') else ', repeats count'}; "
+             f"{res['n_users_evaluated']:,} users, {res['n_items']:,} items; config `{res.get('config')}`)", "",
+             "| model | recall@20 | ndcg@20 | hr@10 | ndcg@10 | coverage@20 | novelty@20 | fit s | recommend s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, m in models.items():
+        x = m["metrics"]
+        bold = "**" if name in (best_gen, "fusion") else ""
+        lines.append(f"| {bold}{name}{bold} | {_fmt(x.get('recall@20'))} | {_fmt(x.get('ndcg@20'))} | "
+                     f"{_fmt(x.get('hr@10'))} | {_fmt(x.get('ndcg@10'))} | {_fmt(x.get('coverage@20'))} | "
+                     f"{x.get('novelty@20', 0):.2f} | {m.get('fit_seconds', 0):.1f} | {m.get('recommend_seconds', 0):.1f} |")
+    for label, value in spec.get("anchors", {}).items():
+        lines.append(f"| _{label} (published)_ | {value if metric == 'recall@20' else '-'} | - | "
+                     f"{value if metric == 'hr@10' else '-'} | - | - | - | - | - |")
+    lines.append("")
+    if best_gen:
+        pop = models.get("pop", {}).get("metrics", {}).get(metric)
+        top = models[best_gen]["metrics"][metric]
+        lines.append(f"Best single generator on {metric}: **{best_gen}** {top:.4f}"
+                     + (f" ({top / pop:.2f}x popularity)." if pop else "."))
+    if "fusion" in models and best_gen:
+        f = models["fusion"]["metrics"]
+        lines.append(f"Fusion {metric} {f[metric]:.4f} vs best single {models[best_gen]['metrics'][metric]:.4f}; "
+                     f"ndcg@10 {f.get('ndcg@10', 0):.4f} vs {models[best_gen]['metrics'].get('ndcg@10', 0):.4f}.")
+        tests = _paired(res, "fusion", best_gen)
+        if tests:
+            lines.append("Paired tests, fusion vs " + best_gen + ": " + "; ".join(tests) + ".")
+        for base in ("blend", "rrf"):
+            if base in models:
+                tests = _paired(res, "fusion", base, metrics=("ndcg@10",))
+                lines.append(f"Fusion vs {base}: ndcg@10 {f.get('ndcg@10', 0):.4f} vs "
+                             f"{models[base]['metrics'].get('ndcg@10', 0):.4f}" + (f" ({tests[0]})" if tests else "") + ".")
+    lines.append("")
+    return lines
+
+
+def _paired(res: dict[str, Any], a: str, b: str, metrics: tuple[str, ...] = ("ndcg@10", "recall@20")) -> list[str]:
+    out = []
+    for c in res.get("fusion_tests", []):
+        if c["model"] == a and c["versus"] == b and c["metric"] in metrics:
+            out.append(f"{c['metric']} {c['diff']:+.4f}, p = {c['p_bootstrap']:.3g} (bootstrap) / "
+                       f"{c['p_ttest']:.3g} (t-test)")
+    return out
+
+
+def run(quick: bool = False) -> str:
+    specs = [s for s in RUNS if not quick or s["key"] in QUICK]
+    only = os.environ.get("FUSIONREC_BENCH_DATASETS")
+    if only:
+        specs = [s for s in RUNS if s["key"] in only.split(",")]
+    lines = ["## Accuracy: generators and fusion on the shared datasets", "",
+             "Full ranking over all items (`fusionrec evaluate`), train items excluded unless the protocol says "
+             "repeats count. Hyper-parameters come from `configs/<dataset>.toml`, tuned on a validation split "
+             "carved from the training data; the fused pipelines (`fusion` = LightGBM LambdaRank, `blend` = linear "
+             "blend tuned on validation, `rrf` = reciprocal-rank fusion, `best` = best single generator on "
+             "validation) learn only from a holdout inside the training data.", ""]
+    for spec in RUNS:
+        path = OUT / f"quality_{spec['key']}.json"
+        if spec in specs:
+            print(f"== quality {spec['key']}", flush=True)
+            res = run_one(spec)
+        elif path.exists():
+            res = json.loads(path.read_text())
+        else:
+            continue
+        lines += render(spec, res)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run(quick="--quick" in sys.argv))
