@@ -303,5 +303,115 @@ def tune(
                   f"with {res.best_params}" + (f"; written to {write}" if write else ""))
 
 
+
+# -- serving: train a model version, serve it, ask it, forget a user ------------------------------
+
+@app.command()
+@user_errors
+def train(
+    store: Path = typer.Option(..., "--store", help="The DuckDB store file to train on."),
+    out_dir: Path = typer.Option(..., "--out", help="Model directory: a new version folder is written and made current."),
+    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline TOML (default: the built-in pipeline)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Fit the fused pipeline on the store's events (bots excluded) and write a new model version."""
+    import time
+
+    from fusionrec.pipeline import load_pipeline_config
+    from fusionrec.serving.training import train_version
+    from fusionrec.store.open import open_store
+
+    cfg = load_pipeline_config(pipeline) if pipeline else None
+    t0 = time.perf_counter()
+    with open_store(store, must_exist=True, read_only=True) as st, _progress() as bar:
+        task = bar.add_task("training", total=None)
+        folder = train_version(st, out_dir, cfg, progress=lambda msg: bar.update(task, description=msg))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    summary = {"version": manifest["version"], "path": str(folder), "data": manifest["data"],
+               "metrics": manifest["metrics"], "seconds": round(time.perf_counter() - t0, 2)}
+    if as_json:
+        _emit_json(summary)
+        return
+    out.print(f"wrote model version {summary['version']} to {folder} ({summary['seconds']} s) and made it current")
+    for key in ("valid_ndcg@20_heldout_users", "candidate_recall"):
+        if key in summary["metrics"]:
+            out.print(f"  {key}: {summary['metrics'][key]}")
+
+
+@app.command()
+@user_errors
+def serve(
+    model: Path = typer.Option(..., "--model", help="Model directory (its `current` version is served)."),
+    store: Path = typer.Option(..., "--store", help="The DuckDB store: live events are written to it."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Serving TOML: [serving] settings, [[experiments]]."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request (paths carry user ids)."),
+) -> None:
+    """Serve the HTTP API (OpenAPI at /docs): recommendations, similar items, events in, forget, metrics, A/B."""
+    import logging
+
+    import uvicorn
+
+    from fusionrec.errors import FusionrecError
+    from fusionrec.serving.app import create_app
+    from fusionrec.serving.settings import load_settings
+
+    if not store.exists():
+        raise FusionrecError(f"{store}: no such store; create it with `fusionrec ingest --store {store} ...`")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(config)
+    if settings.api_key is None:
+        console.print("note: no FUSIONREC_API_KEY set: writes are accepted from loopback clients only")
+    application = create_app(model, store, settings)
+    uvicorn.run(application, host=host, port=port, access_log=access_log, log_level="info")
+
+
+@app.command()
+@user_errors
+def recommend(
+    model: Path = typer.Option(..., "--model", help="Model directory or version folder."),
+    user: str = typer.Option(..., "--user", help="The user id."),
+    k: int = typer.Option(10, "--k", min=1, max=100, help="How many items."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Use the store's current history (default: the "
+                                         "history the model was trained on)."),
+    category: Optional[str] = typer.Option(None, "--category", help="Only items of this category (prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON (the API's format)."),
+) -> None:
+    """Recommendations for one user, with the reasons, without starting a server."""
+    from fusionrec.serving.standalone import recommend_offline
+
+    answer = recommend_offline(model, user, k, store=store, category=category)
+    if as_json:
+        _emit_json(answer)
+        return
+    t = Table(title=f"{user} ({answer['model_version']})")
+    for col in ("rank", "item", "score", "why"):
+        t.add_column(col, justify="right" if col in ("rank", "score") else "left")
+    for rank, it in enumerate(answer["items"], start=1):
+        why = ", ".join(r.get("text") or f"{r.get('generator')} #{r.get('rank')}" for r in it["reasons"])
+        t.add_row(str(rank), it["item_id"], f"{it['score']:.4f}", why)
+    out.print(t)
+
+
+@app.command()
+@user_errors
+def forget(
+    store: Path = typer.Option(..., "--store", help="The DuckDB store file."),
+    user: str = typer.Option(..., "--user", help="The user id to forget."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model directory: remove the user from every version."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Remove a user's events from the store and their state from the model; audit-logged by pseudonym."""
+    from fusionrec.serving.forget import forget_user
+
+    result = forget_user(store, user, model)
+    if as_json:
+        _emit_json(result)
+        return
+    out.print(f"forgot {result['subject']}: {result['events_deleted']:,} events deleted, "
+              f"{len(result['model_versions_updated'])} model version(s) updated")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

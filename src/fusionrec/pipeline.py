@@ -39,7 +39,7 @@ __all__ = ["FusedPipeline", "PipelineConfig", "Recommendation", "load_pipeline_c
 #: label grade of a behaviour in the validation window (the ranker learns buy > cart > fav > view)
 GRADES = {"buy": 4, "cart": 3, "fav": 2, "view": 1, "click": 1}
 DEFAULT_GENERATORS: dict[str, dict[str, Any]] = {
-    "pop": {}, "trending": {}, "itemknn": {}, "covisit": {}, "rp3beta": {}, "als": {},
+    "pop": {}, "trending": {}, "repeat": {}, "itemknn": {}, "covisit": {}, "rp3beta": {}, "als": {},
 }
 
 
@@ -288,12 +288,15 @@ class FusedPipeline(CandidateGenerator):
 
     # -- candidates and features --------------------------------------------------------------
     def _candidate_table(self, gens: dict[str, CandidateGenerator], users: np.ndarray, histories: sp.csr_matrix,
-                         exclude: sp.csr_matrix | None) -> CandidateTable:
+                         exclude: sp.csr_matrix | None, live: bool = False) -> CandidateTable:
         n_items = next(iter(gens.values())).n_items_
         names = list(gens)
         per = []
         for name in names:
-            idx, sc = gens[name].recommend(users, histories, self._n_for(name), exclude=exclude)
+            if live and _takes_live(gens[name]):
+                idx, sc = _recommend_live(gens[name], users, histories, self._n_for(name), exclude)
+            else:
+                idx, sc = gens[name].recommend(users, histories, self._n_for(name), exclude=exclude)
             ok = np.isfinite(sc) & (idx >= 0)
             rows = np.broadcast_to(np.arange(len(users))[:, None], idx.shape)
             ranks = np.broadcast_to(np.arange(1, idx.shape[1] + 1, dtype=np.float32)[None, :], idx.shape)
@@ -334,10 +337,10 @@ class FusedPipeline(CandidateGenerator):
         ])
 
     # -- scoring ------------------------------------------------------------------------------
-    def fused_table(self, users: np.ndarray, histories: sp.csr_matrix, exclude: sp.csr_matrix | None
-                    ) -> tuple[CandidateTable, np.ndarray]:
-        """The candidate table of a batch and the fused score of every pair."""
-        table = self._candidate_table(self.generators_, users, histories, exclude)
+    def fused_table(self, users: np.ndarray, histories: sp.csr_matrix, exclude: sp.csr_matrix | None,
+                    live: bool = False) -> tuple[CandidateTable, np.ndarray]:
+        """The candidate table of a batch and the fused score of every pair (`live`: see recommend_query)."""
+        table = self._candidate_table(self.generators_, users, histories, exclude, live=live)
         if isinstance(self.fuser_, LambdaRankFuser):
             X = self._features(table, users, histories, self.item_features_, self.user_features_)
             return table, self.fuser_.predict(X)
@@ -365,11 +368,13 @@ class FusedPipeline(CandidateGenerator):
         return out
 
     def recommend_query(self, query: Query, n: int, filters: RequestFilters | None = None,
-                        reranker: Reranker | None = None, n_pool: int = 200) -> list[Recommendation]:
+                        reranker: Reranker | None = None, n_pool: int = 200,
+                        live: bool = False) -> list[Recommendation]:
         """The online path for one user or session: fused candidates, re-ranked, with explanations.
 
         `query.history` holds the user's current history (training events plus live ones), so a new
-        event changes the next answer at once; known users' factor models fold the live history in.
+        event changes the next answer at once; with `live=True` (the user has events since training)
+        known users' factor models fold that history in instead of using their trained vectors.
         """
         from fusionrec.rerank.explain import history_contributions
 
@@ -379,7 +384,7 @@ class FusedPipeline(CandidateGenerator):
             ex = sp.csr_matrix((np.ones(len(query.exclude), np.float32),
                                 (np.zeros(len(query.exclude), np.int64), query.exclude)), shape=(1, self.n_items_))
         users = np.asarray([query.user], np.int64)
-        table, fused = self.fused_table(users, hist, ex)
+        table, fused = self.fused_table(users, hist, ex, live=live)
         order = np.argsort(-fused, kind="stable")[:n_pool]
         items, scores = table.items[order], fused[order]
         ranks = table.ranks[order]
@@ -489,6 +494,25 @@ class FusedPipeline(CandidateGenerator):
         else:
             obj.fuser_ = ReciprocalRankFusion()
         return obj
+
+
+def _takes_live(gen: CandidateGenerator) -> bool:
+    import inspect
+
+    return "live" in inspect.signature(gen.score).parameters
+
+
+def _recommend_live(gen: CandidateGenerator, users: np.ndarray, histories: sp.csr_matrix, n: int,
+                    exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n of a factor model that re-solves known users from their current history (live events)."""
+    from fusionrec.candidates.base import top_n
+
+    s = np.asarray(gen.score(users, histories, live=True), np.float32)  # type: ignore[call-arg]
+    if exclude is not None:
+        ex = exclude.tocoo()
+        inside = ex.col < s.shape[1]
+        s[ex.row[inside], ex.col[inside]] = -np.inf
+    return top_n(s, n)
 
 
 class BlendPipeline(FusedPipeline):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 
 from fusionrec import schema as S
@@ -60,7 +61,7 @@ class SessionCoVisitation(CandidateGenerator):
         start = np.ones(len(items), bool)
         start[1:] = users[1:] != users[:-1]
         if S.SESSION_ID in ev.columns:
-            sid = ev[S.SESSION_ID].cast(str).fill_null("").to_numpy()
+            sid = ev[S.SESSION_ID].cast(pl.Utf8).fill_null("").to_numpy()
             start[1:] |= sid[1:] != sid[:-1]
         else:
             t = ev[TIME].to_numpy()

@@ -1,8 +1,14 @@
-"""Generators by name: what pipeline TOML files and the CLI refer to."""
+"""Generators by name: what pipeline TOML files and the CLI refer to.
+
+Adding one: call `register(MyGenerator)` (or use it as a class decorator) where the class is defined
+and import that module below; a generator whose module pulls in a heavy optional dependency at
+import time goes into `LAZY` instead ("name": "module:Class"), loaded on first use.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,12 +19,15 @@ from fusionrec.candidates.covisitation import SessionCoVisitation
 from fusionrec.candidates.ease import EASE
 from fusionrec.candidates.itemknn import ItemKNN
 from fusionrec.candidates.popularity import Popularity, Trending
+from fusionrec.candidates.repeat import Repeat
 from fusionrec.candidates.rp3beta import RP3beta
 from fusionrec.candidates.userknn import UserKNN
 
-__all__ = ["GENERATORS", "register", "make", "load_generator"]
+__all__ = ["GENERATORS", "LAZY", "register", "make", "load_generator", "known_names"]
 
 GENERATORS: dict[str, type[CandidateGenerator]] = {}
+#: name -> "module:Class", imported the first time the name is asked for
+LAZY: dict[str, str] = {}
 
 
 def register(cls: type[CandidateGenerator]) -> type[CandidateGenerator]:
@@ -30,7 +39,7 @@ def register(cls: type[CandidateGenerator]) -> type[CandidateGenerator]:
     return cls
 
 
-for _cls in (Popularity, Trending, ItemKNN, SessionCoVisitation, UserKNN, RP3beta, EASE, ALS, BPR):
+for _cls in (Popularity, Trending, ItemKNN, SessionCoVisitation, UserKNN, RP3beta, EASE, ALS, BPR, Repeat):
     register(_cls)
 
 
@@ -45,11 +54,18 @@ def _register_pipelines() -> None:
 _register_pipelines()
 
 
+def known_names() -> list[str]:
+    return sorted(set(GENERATORS) | set(LAZY))
+
+
 def _lookup(name: str) -> type[CandidateGenerator]:
+    if name not in GENERATORS and name in LAZY:
+        module, _, attr = LAZY[name].partition(":")
+        register(getattr(importlib.import_module(module), attr))
     try:
         return GENERATORS[name]
     except KeyError:
-        raise ValueError(f"unknown generator {name!r}; known: {', '.join(sorted(GENERATORS))}") from None
+        raise ValueError(f"unknown generator {name!r}; known: {', '.join(known_names())}") from None
 
 
 def make(name: str, params: dict[str, Any] | None = None) -> CandidateGenerator:

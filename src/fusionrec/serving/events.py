@@ -1,0 +1,211 @@
+"""Events in over HTTP: validated by the ingest rules and committed to the store before the answer.
+
+One writer thread owns the store's write connection. Requests hand it their events and wait; it
+takes every request waiting at that moment, validates them together with the same SQL as
+`fusionrec ingest` (`validated_sql`), inserts the accepted rows and quarantines the rejected ones in
+one transaction, and commits (DuckDB fsyncs its WAL on commit) before any of those requests is
+answered. Grouping keeps the per-event cost low under concurrency without a second log to replay.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from fusionrec import schema as S
+from fusionrec.data.adapters import RawEvents
+from fusionrec.data.validation import CONTENT_COLUMNS, ValidationRules, validated_sql
+from fusionrec.store.event_store import EventStore
+
+__all__ = ["EventWriter", "WriteResult", "store_reader", "RAW_FIELDS"]
+
+log = logging.getLogger("fusionrec.serving")
+
+#: the event fields the API takes (the raw columns of the shared validation)
+RAW_FIELDS = (S.USER_ID, S.ITEM_ID, S.BEHAVIOR, S.TIMESTAMP, S.SESSION_ID, S.QUANTITY, S.PRICE, S.CONTEXT)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_GROUP_EVENTS = 5000
+
+
+@dataclass
+class WriteResult:
+    """Per request: the accepted events (user_id, item_id, canonical behaviour, epoch seconds) and rejects."""
+
+    accepted: list[tuple[str, str, str, float]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # {"index", "reason"}
+
+
+def store_reader(store: EventStore) -> EventStore:
+    """An EventStore on its own DuckDB cursor, for reads in another thread while the writer works."""
+    reader = copy.copy(store)
+    reader.con = store.con.cursor()
+    if store.encrypted:
+        reader.con.execute("USE store")
+    reader.con.execute("SET TimeZone='UTC'")
+    return reader
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class EventWriter:
+    """The single writer of the store: validated event batches and other write jobs, in one thread."""
+
+    def __init__(self, store: EventStore, rules: ValidationRules | None = None) -> None:
+        self.store = store
+        self.rules = rules or ValidationRules()
+        self._queue: queue.Queue[tuple[str, Any, Future] | None] = queue.Queue()
+        self._last_seq = 0
+        self._thread = threading.Thread(target=self._run, name="fusionrec-store-writer", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    # -- public -------------------------------------------------------------------------------
+    def write(self, events: list[dict[str, Any]], timeout: float = 30.0) -> WriteResult:
+        """Validate and store events (dicts of RAW_FIELDS); returns once they are committed."""
+        if not events:
+            return WriteResult()
+        fut: Future = Future()
+        self._queue.put(("events", events, fut))
+        return fut.result(timeout=timeout)
+
+    def call(self, fn: Callable[[Any], Any], timeout: float = 300.0) -> Any:
+        """Run fn(connection) in the writer thread (inside no transaction) and return its result."""
+        fut: Future = Future()
+        self._queue.put(("call", fn, fut))
+        return fut.result(timeout=timeout)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+
+    # -- the writer thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if job[0] == "call":
+                self._run_call(job)
+                continue
+            group = [job]
+            n = len(job[1])
+            after: list[tuple[str, Any, Future] | None] = []  # a call or the stop mark ends the group
+            while n < _MAX_GROUP_EVENTS and not after:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None or nxt[0] == "call":
+                    after.append(nxt)
+                else:
+                    group.append(nxt)
+                    n += len(nxt[1])
+            self._write_group(group)
+            for nxt in after:
+                if nxt is None:
+                    return
+                self._run_call(nxt)
+
+    def _run_call(self, job: tuple[str, Any, Future]) -> None:
+        _, fn, fut = job
+        try:
+            fut.set_result(fn(self.store.con))
+        except BaseException as exc:  # the caller sees the exception
+            fut.set_exception(exc)
+
+    def _write_group(self, group: list[tuple[str, Any, Future]]) -> None:
+        try:
+            results = self._commit([g[1] for g in group])
+        except Exception as exc:
+            if len(group) > 1:  # one bad request must not fail its neighbours: retry each alone
+                for g in group:
+                    self._write_group([g])
+                return
+            log.exception("storing %d events failed", len(group[0][1]))
+            group[0][2].set_exception(exc)
+            return
+        for g, res in zip(group, results):
+            g[2].set_result(res)
+
+    def _next_seqs(self, n: int) -> list[int]:
+        # microseconds since the epoch, strictly increasing: orders API events after each other
+        start = max(int(time.time() * 1e6), self._last_seq + 1)
+        self._last_seq = start + n - 1
+        return list(range(start, start + n))
+
+    def _commit(self, batches: list[list[dict[str, Any]]]) -> list[WriteResult]:
+        rows = [ev for batch in batches for ev in batch]
+        seqs = self._next_seqs(len(rows))
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        cols: dict[str, list[Any]] = {c: [] for c in RAW_FIELDS}
+        reject: list[str | None] = []
+        raw: list[str] = []
+        for ev in rows:
+            for c in RAW_FIELDS:
+                cols[c].append(_text(ev.get(c)))
+            if cols[S.TIMESTAMP][-1] is None:
+                cols[S.TIMESTAMP][-1] = now  # the contract: timestamp is optional, the server's clock fills it
+            bad = next((f"{c} contains a control character" for c in (S.USER_ID, S.ITEM_ID, S.BEHAVIOR)
+                        if cols[c][-1] is not None and _CONTROL.search(cols[c][-1])), None)
+            reject.append(bad)
+            raw.append(json.dumps({k: ev.get(k) for k in RAW_FIELDS if ev.get(k) is not None}, sort_keys=True,
+                                  default=str))
+        table = pa.table({**{c: pa.array(v, pa.string()) for c, v in cols.items()},
+                          S.SPLIT: pa.nulls(len(rows), pa.string()),
+                          S.SEQ: pa.array(seqs, pa.int64()), S.SOURCE: pa.array(["api"] * len(rows), pa.string()),
+                          S.LINE: pa.array(seqs, pa.int64()), "reject": pa.array(reject, pa.string()),
+                          "raw": pa.array(raw, pa.string())})
+        con = self.store.con
+        sql = validated_sql(RawEvents(sql="SELECT * FROM _api_events", source=Path("api")), self.rules)
+        ins = ", ".join(CONTENT_COLUMNS)
+        con.register("_api_events", table)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _api_staged AS {sql}")
+                con.execute(f"INSERT INTO events ({ins}, {S.SEQ}, {S.SOURCE}, {S.LINE}) "
+                            f"SELECT {ins}, {S.SEQ}, {S.SOURCE}, {S.LINE} FROM _api_staged WHERE reason IS NULL")
+                con.execute(f"INSERT INTO quarantine SELECT {S.SOURCE}, {S.LINE}, reason, raw, now() "
+                            "FROM _api_staged WHERE reason IS NOT NULL")
+                out = con.execute(f"SELECT {S.SEQ}, reason, {S.USER_ID}, {S.ITEM_ID}, {S.BEHAVIOR}, "
+                                  f"epoch_ms({S.TIMESTAMP}) / 1000.0 FROM _api_staged").fetchall()
+                con.execute("DROP TABLE _api_staged")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.unregister("_api_events")
+        by_seq = {r[0]: r for r in out}
+        results, pos = [], 0
+        for batch in batches:
+            res = WriteResult()
+            for index in range(len(batch)):
+                seq, reason, user, item, beh, t = by_seq[seqs[pos]]
+                pos += 1
+                if reason is None:
+                    res.accepted.append((user, item, beh, float(t) if t is not None else float("nan")))
+                else:
+                    res.rejected.append({"index": index, "reason": reason})
+            results.append(res)
+        return results

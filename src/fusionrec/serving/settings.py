@@ -1,0 +1,66 @@
+"""Server settings: keys from `read_secrets()`, the rest from an optional TOML file (`fusionrec serve --config`)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fusionrec.errors import ConfigError
+from fusionrec.serving.ab import Experiment
+
+__all__ = ["ServingSettings", "load_settings"]
+
+
+@dataclass
+class ServingSettings:
+    """What the server needs beyond the model and the store; documented defaults."""
+
+    api_key: str | None = None
+    pseudonym_key: str | None = None
+    #: bodies over this many bytes get 413 before they are parsed
+    max_body_bytes: int = 1 << 20
+    #: consumables may be recommended again this many days after their last purchase
+    repurchase_days: float = 30.0
+    #: retrain from the store every this many minutes (None: only on POST /admin/retrain)
+    retrain_every_minutes: float | None = None
+    #: check MODEL_DIR/current this often and swap in a version trained elsewhere (None: never)
+    reload_poll_seconds: float | None = 10.0
+    #: pipeline TOML for retrains (None: the serving version's own config)
+    pipeline: Path | None = None
+    #: the newest events per user that make up a query
+    history_max_events: int = 500
+    #: without an API key, accept writes from 127.0.0.1 / ::1 (the local demo)
+    allow_loopback_writes: bool = True
+    experiments: list[Experiment] = field(default_factory=list)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> ServingSettings:
+    """Settings from `[serving]` and `[[experiments]]` of a TOML file, keys from the environment."""
+    from fusionrec.config import read_secrets
+
+    body: dict[str, Any] = {}
+    experiments: list[Experiment] = []
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the serving config ({exc})") from None
+        body = dict(data.get("serving", {}))
+        try:
+            experiments = [Experiment.from_dict(e) for e in data.get("experiments", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: bad [[experiments]] table ({exc})") from None
+        known = {f.name for f in fields(ServingSettings)} - {"api_key", "pseudonym_key", "experiments"}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown [serving] keys {unknown}; known: {sorted(known)}")
+        if body.get("pipeline"):
+            body["pipeline"] = Path(path).parent / body["pipeline"]
+    secrets = read_secrets()
+    settings = ServingSettings(api_key=secrets.api_key, pseudonym_key=secrets.pseudonym_key,
+                               experiments=experiments, **body)
+    for k, v in overrides.items():
+        setattr(settings, k, v)
+    return settings
