@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FUSIONREC_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "benchmarks" / "out"
 
-GENERATORS = ["pop", "itemknn", "rp3beta", "ease", "als", "bpr", "userknn"]
+GENERATORS = ["pop", "repeat", "itemknn", "rp3beta", "ease", "als", "bpr", "userknn"]
 FUSERS = ["best", "rrf", "blend", "fusion"]
 
 RUNS: list[dict[str, Any]] = [
@@ -30,7 +30,7 @@ RUNS: list[dict[str, Any]] = [
     {"key": "amazoncds", "path": "bars_ultragcn/amazoncds", "format": "lightgcn", "protocol": "given",
      "models": GENERATORS + FUSERS, "metric": "recall@20", "anchors": {"UltraGCN": 0.1622}},
     {"key": "beauty", "path": "amazon_s3rec/Beauty.txt.gz", "format": "s3rec", "protocol": "leave-last-out",
-     "models": ["pop", "itemknn", "rp3beta", "ease", "als", "sasrec"] + FUSERS, "metric": "hr@10",
+     "models": ["pop", "repeat", "itemknn", "rp3beta", "ease", "als", "sasrec"] + FUSERS, "metric": "hr@10",
      "exclude_seen": False, "anchors": {"SASRec-CE": 0.0533, "BERT4Rec": 0.0338}},
     {"key": "taobao", "path": "taobao_userbehavior", "format": "taobao", "protocol": "temporal", "test_days": 1,
      "models": GENERATORS + FUSERS, "metric": "recall@20", "anchors": {}},

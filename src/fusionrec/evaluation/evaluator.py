@@ -197,6 +197,7 @@ def evaluate(ds: DatasetLike, protocol: str, models: Sequence[str], ks: Sequence
     Each model is fitted on the split's training data only; the test targets are used for scoring alone.
     """
     splits = make_splits(ds, protocol, test_days=test_days, exclude_seen=exclude_seen, folds=folds, seed=seed)
+    params = _with_exclude_seen(models, params, exclude_seen)
     result = evaluate_splits(splits, models, ks, params=params, seed=seed, progress=progress, factory=factory,
                              n_bootstrap=n_bootstrap, batch_size=batch_size)
     result.dataset, result.format, result.checksum = ds.name, ds.format, getattr(ds, "checksum", "")
@@ -417,6 +418,20 @@ def _check_models(models: Sequence[str]) -> list[str]:
     if dupes:
         raise EvaluationError(f"model(s) named twice in --models: {', '.join(dupes)}")
     return names
+
+
+def _with_exclude_seen(models: Sequence[str], params: Mapping[str, Mapping[str, Any]] | None,
+                       exclude_seen: bool) -> dict[str, dict[str, Any]]:
+    """Models that learn from a holdout (the fused pipelines) must train as they are measured: tell them
+    whether seen items are excluded, unless the caller set it."""
+    from fusionrec.candidates.registry import GENERATORS
+
+    out = {k: dict(v) for k, v in (params or {}).items()}
+    for name in models:
+        cfg = getattr(GENERATORS.get(name), "Config", None)
+        if cfg is not None and "exclude_seen" in getattr(cfg, "__dataclass_fields__", {}):
+            out.setdefault(name, {}).setdefault("exclude_seen", exclude_seen)
+    return out
 
 
 def _registry_factory(name: str, params: dict[str, Any]) -> CandidateGenerator:

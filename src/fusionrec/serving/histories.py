@@ -345,6 +345,7 @@ class HistoryStore:
         if exclude is not None and len(exclude):
             ex = np.asarray(exclude, np.int64)
             ok[ex[(ex >= 0) & (ex < size)]] = False
+        ok &= scores > 0  # items nobody touched (a model's items missing from an empty store) are not trending
         idx = np.flatnonzero(ok)
         if not len(idx):
             return np.empty(0, np.int64), np.empty(0, np.float32)
