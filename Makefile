@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/fusionrec ingest --store $(DEMO)/shop.duckdb --format fusionrec $(DEMO)/shop
 	$(BIN)/fusionrec stats --store $(DEMO)/shop.duckdb
 	$(BIN)/fusionrec evaluate --data $(DEMO)/shop --format fusionrec --protocol temporal --test-days 7 \
-		--models pop,itemknn,rp3beta,ease,als --k 10,20 --output $(DEMO)/eval.json --report $(DEMO)/report
+		--models pop,repeat,itemknn,rp3beta,als,rrf,blend,fusion --k 10,20 --output $(DEMO)/eval.json --report $(DEMO)/report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

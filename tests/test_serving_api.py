@@ -185,20 +185,24 @@ def test_unknown_user_gets_trending_in_the_requested_category(client, state):
 
 def test_unknown_item_gets_its_category_and_brand(client, state):
     hs = state.histories
-    known = hs.item_ids([0])[0]
+    cat = hs.catalogue
+    pairs = cat.category.astype(np.int64) * 10_000 + cat.brand
+    uniq, counts = np.unique(pairs[cat.available], return_counts=True)
+    item = int(np.flatnonzero(pairs == uniq[np.argmax(counts)])[0])  # its category and brand hold other items
+    known = hs.item_ids([item])[0]
     # an item in the catalogue the model never saw: same category and brand as a known one
     hs.ensure_items(["brand-new-item"])
     code = hs.item_code("brand-new-item")
     assert code >= len(hs.catalogue)  # not in the catalogue either: popular items
     body = client.get("/items/brand-new-item/similar", params={"k": 4}).json()
     assert len(body["items"]) == 4 and body["items"][0]["reasons"][0]["fallback"] == "trending"
-    cat = hs.catalogue
-    c0, b0 = cat.category[0], cat.brand[0]
-    state.current.code_to_model[0] = -1  # pretend the model does not know item 0
+    c0, b0 = cat.category[item], cat.brand[item]
+    m = state.current.code_to_model[item]
+    state.current.code_to_model[item] = -1  # pretend the model does not know the item
     try:
         body = client.get(f"/items/{known}/similar", params={"k": 3}).json()
     finally:
-        state.current.code_to_model[0] = 0
+        state.current.code_to_model[item] = m
     first = body["items"][0]
     assert first["reasons"][0]["fallback"] == "category_brand"
     code = hs.item_code(first["item_id"])

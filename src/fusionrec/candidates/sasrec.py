@@ -257,8 +257,9 @@ class SASRec(CandidateGenerator):
             if c.verbose:
                 print(f"sasrec epoch {epoch}: loss {total / max(count, 1):.4f} valid NDCG@10 {ndcg:.4f} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
-            if ndcg > best:
-                best, since_best, self.best_epoch_ = ndcg, 0, epoch
+            if ndcg >= best:  # on a tie the later, longer-trained epoch wins
+                since_best = 0 if ndcg > best else since_best + 1
+                best, self.best_epoch_ = ndcg, epoch
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             else:
                 since_best += 1

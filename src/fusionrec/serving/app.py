@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Optional
 
+import duckdb
+
 from fastapi import Body, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -112,7 +114,12 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
     @app.post("/events", response_model=EventsResult, dependencies=writer, tags=["events"])
     def post_events(body: Annotated[EventBatch, Body()]) -> dict[str, Any]:
         batch = body if isinstance(body, list) else [body]
-        result = state.ingest([e.model_dump() for e in batch if isinstance(e, EventIn)])
+        try:
+            result = state.ingest([e.model_dump() for e in batch if isinstance(e, EventIn)])
+        except (TimeoutError, duckdb.Error) as exc:  # nothing was acknowledged: the client may retry
+            log.error("events not stored: %s", exc)
+            raise HTTPException(503, "the event store could not take the events now; nothing was stored, "
+                                     "retry later", headers={"Retry-After": "1"}) from None
         return {"accepted": len(result.accepted), "rejected": result.rejected}
 
     @app.delete("/users/{user_id}", response_model=ForgetResult, dependencies=writer, tags=["users"])

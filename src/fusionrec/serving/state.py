@@ -24,7 +24,7 @@ from fusionrec.serving.metrics import ServingMetrics
 from fusionrec.serving.model import ServingModel
 from fusionrec.serving.recommender import Recommender
 from fusionrec.serving.settings import ServingSettings
-from fusionrec.serving.versions import ModelLoadError, load_newest_valid, load_version, read_current
+from fusionrec.serving.versions import ModelLoadError, load_newest_valid, load_version, read_current, set_current
 from fusionrec.store.event_store import EventStore
 
 __all__ = ["ServerState"]
@@ -176,12 +176,13 @@ class ServerState:
                 cfg = PipelineConfig()
             reader = store_reader(self.store)
             try:
-                folder = train_version(reader, self.model_dir, cfg)
+                folder = train_version(reader, self.model_dir, cfg, make_current=False)
             finally:
                 reader.close()
             for user_id in list(self._forgotten_during_retrain):  # forgotten after the snapshot was read
                 forget_in_versions(folder, user_id)
             model = self._build(load_version(folder))
+            set_current(self.model_dir, folder.name)  # only a version that loaded becomes current
             self._install(model)
             self.retrain_status = {"state": "idle", "last": "ok", "version": model.version,
                                    "seconds": round(time.perf_counter() - t0, 2), "finished_at": time.time()}

@@ -199,8 +199,8 @@ def rewrite_manifest(folder: Path, changed: list[str], note: dict[str, Any] | No
 def resolve_version(model: Path) -> Path:
     """The version folder for `model`: a version folder itself, or the one MODEL_DIR/current names."""
     model = Path(model)
-    if (model / MANIFEST).is_file():
-        return model
+    if (model / MANIFEST).is_file() or (_NAME.match(model.name) and model.is_dir()):
+        return model  # a version folder (one without a manifest is refused by the checks)
     if not model.is_dir():
         raise ModelLoadError(f"{model}: no such model directory; create one with `fusionrec train --out {model}`")
     name = read_current(model)
