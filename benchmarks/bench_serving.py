@@ -250,21 +250,27 @@ def run(quick: bool = False) -> str:
             users = rnd.sample(known, min(2000, len(known))) + [f"stranger-{i}" for i in range(100)]
             items = rnd.sample(pipe.items_.ids(), min(2000, pipe.n_items_))
             del pipe
-            rows = []
             cells = [("bare FastAPI constant list", "bare", bare_base), ("GET /recommendations/{user}", "recs", base),
                      ("GET /items/{id}/similar", "similar", base), ("POST /events (1 event)", "event", base),
                      ("POST /events (500 events)", "batch", base)]
             results: dict[tuple[str, int], dict] = {}
-            for label, kind, url in cells:
-                for c in levels:
-                    s = _summary(_loadgen(tmp, url, kind, c, seconds, users, items), seconds)
-                    results[(kind, c)] = s
-                    rows.append((label, c, s))
+            load = [os.getloadavg()[0]]
+            for c in levels:
+                # the bare endpoint before and after the others at the same concurrency: drift on a shared
+                # machine hits both sides of the ratio alike
+                bare_samples = _loadgen(tmp, bare_base, "bare", c, seconds, users, items)
+                for label, kind, url in cells[1:]:
+                    results[(kind, c)] = _summary(_loadgen(tmp, url, kind, c, seconds, users, items), seconds)
+                bare_samples += _loadgen(tmp, bare_base, "bare", c, seconds, users, items)
+                results[("bare", c)] = _summary(bare_samples, 2 * seconds)
+            load.append(os.getloadavg()[0])
+            rows = [(label, c, results[(kind, c)]) for label, kind, _ in cells for c in levels]
             fresh = _freshness(base, items, trials=20 if quick else 100)
             swap = _swap_under_load(tmp, base, users, items, steady=3.0 if quick else 15.0)
         finally:
             _stop(server)
             _stop(bare)
+    info["load"] = load
     return _markdown(quick, info, startup, seconds, rows, results, fresh, swap)
 
 
@@ -280,8 +286,11 @@ def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: lis
         f"Model: {', '.join(info['generators'])} (ALS {info['factors']} factors) fused by LightGBM LambdaRank; "
         f"trained in {info['train_seconds']:.0f} s. `fusionrec serve`, one uvicorn worker, took {startup:.1f} s to "
         "load the model and every user's history from the store.",
-        f"Load: a separate process (asyncio + httpx, keep-alive), fixed concurrency for {seconds:.0f} s per row, on "
-        "the same machine as the server, so client and server share its cores. Latency is measured by the client.",
+        f"Load: a separate process (asyncio + httpx, keep-alive), fixed concurrency for {seconds:.0f} s per row "
+        "(the bare endpoint twice per concurrency, before and after the others), on the same machine as the "
+        "server, so client and server share its cores; latency is measured by the client. The machine's load "
+        f"average was {info['load'][0]:.1f} at the start and {info['load'][1]:.1f} at the end "
+        f"({os.cpu_count()} cores).",
         "",
         "| endpoint | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -50,7 +50,8 @@ def test_served_by_uvicorn(tmp_path):
             assert r.json() == {"accepted": 1, "rejected": []}
             after = c.get("/recommendations/u000007", params={"k": 5}).json()
             assert top not in [it["item_id"] for it in after["items"]]
-            r = c.post("/events", content=b"[" + b" " * 2_000_000 + b"]", headers={**auth, "content-type": "application/json"})
+            big = b"[" + b" " * 2_000_000 + b"]"
+            r = c.post("/events", content=big, headers={**auth, "content-type": "application/json"})
             assert r.status_code == 413
             assert "fusionrec_events_ingested_total 1.0" in c.get("/metrics").text
     finally:

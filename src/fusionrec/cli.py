@@ -323,7 +323,14 @@ def train(
 
     cfg = load_pipeline_config(pipeline) if pipeline else None
     t0 = time.perf_counter()
-    with open_store(store, must_exist=True, read_only=True) as st, _progress() as bar:
+    try:
+        opened = open_store(store, must_exist=True, read_only=True)
+    except FusionrecError as exc:
+        if "lock" not in str(exc):
+            raise
+        raise FusionrecError(f"{exc}; if `fusionrec serve` holds the store, retrain through it: "
+                             "POST /admin/retrain") from None
+    with opened as st, _progress() as bar:
         task = bar.add_task("training", total=None)
         folder = train_version(st, out_dir, cfg, progress=lambda msg: bar.update(task, description=msg))
     manifest = json.loads((folder / "manifest.json").read_text())

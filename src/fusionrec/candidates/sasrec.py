@@ -184,8 +184,9 @@ class SASRec(CandidateGenerator):
     seq_offsets_: np.ndarray  # int64 [n_users + 1]
     fallback_: np.ndarray  # float32 [n_items]
     epochs_trained_: int
-    best_epoch_: int
+    best_epoch_: int  # 1-based; 0: not trained
     valid_ndcg_: float  # NaN without a validation set
+    valid_history_: np.ndarray  # float64 [epochs_trained_]: validation NDCG@10 after each epoch
 
     def __init__(self, cfg: "SASRec.Config | None" = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()
@@ -216,6 +217,7 @@ class SASRec(CandidateGenerator):
             net = _network_class()(data.n_items, c.hidden, c.max_len, c.n_blocks, c.n_heads, c.dropout)
             self._net = net
             self.best_epoch_, self.epochs_trained_, self.valid_ndcg_ = 0, 0, float("nan")
+            self.valid_history_ = np.empty(0, np.float64)
             if len(train_tokens) == 0 or c.epochs == 0:
                 net.eval()
                 return
@@ -228,6 +230,7 @@ class SASRec(CandidateGenerator):
         opt = torch.optim.Adam(net.parameters(), lr=c.learning_rate, betas=(0.9, 0.98), weight_decay=c.weight_decay)
         lengths = (train_tokens > 0).sum(1)
         best, best_state, since_best = -1.0, None, 0
+        history: list[float] = []
         start = time.perf_counter()
         for epoch in range(1, c.epochs + 1):
             net.train()
@@ -254,6 +257,8 @@ class SASRec(CandidateGenerator):
                 continue
             net.eval()
             ndcg = self._valid_ndcg(torch, net, valid_in, valid_target)
+            history.append(ndcg)
+            self.valid_history_ = np.asarray(history, np.float64)
             if c.verbose:
                 print(f"sasrec epoch {epoch}: loss {total / max(count, 1):.4f} valid NDCG@10 {ndcg:.4f} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
@@ -360,7 +365,8 @@ class SASRec(CandidateGenerator):
         state: dict[str, Any] = {"seq_items": self.seq_items_, "seq_offsets": self.seq_offsets_,
                                  "fallback": self.fallback_,
                                  "training": np.array([self.epochs_trained_, self.best_epoch_], np.int64),
-                                 "valid_ndcg": np.array(self.valid_ndcg_, np.float64)}
+                                 "valid_ndcg": np.array(self.valid_ndcg_, np.float64),
+                                 "valid_history": self.valid_history_}
         for key, tensor in net.state_dict().items():
             state[_PREFIX + key] = tensor.detach().cpu().numpy()
         return state
@@ -373,6 +379,7 @@ class SASRec(CandidateGenerator):
         self.fallback_ = np.asarray(arrays["fallback"], np.float32)
         self.epochs_trained_, self.best_epoch_ = (int(x) for x in arrays["training"])
         self.valid_ndcg_ = float(arrays["valid_ndcg"])
+        self.valid_history_ = np.asarray(arrays["valid_history"], np.float64)
         net = _network_class()(self.n_items_, c.hidden, c.max_len, c.n_blocks, c.n_heads, c.dropout)
         weights = {k[len(_PREFIX):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(_PREFIX)}
         net.load_state_dict(weights, strict=True)

@@ -158,10 +158,18 @@ def forget_in_versions(model_dir: Path, user_id: str) -> list[str]:
 def forget_user(store_path: Path, user_id: str, model_dir: Path | None = None) -> dict[str, Any]:
     """`fusionrec forget`: the store, then every model version; returns what was removed."""
     from fusionrec.config import read_secrets
+    from fusionrec.errors import FusionrecError
     from fusionrec.store.open import open_store
 
     subject = pseudonym(user_id, read_secrets().pseudonym_key)
-    versions = forget_in_versions(model_dir, user_id) if model_dir is not None else []
-    with open_store(store_path, must_exist=True) as st:
+    try:
+        st = open_store(store_path, must_exist=True)  # first, so a locked store changes nothing
+    except FusionrecError as exc:
+        if "lock" not in str(exc):
+            raise
+        raise FusionrecError(f"{exc}; if `fusionrec serve` holds the store, forget through it: "
+                             "DELETE /users/{user_id}") from None
+    with st:
+        versions = forget_in_versions(model_dir, user_id) if model_dir is not None else []
         n = forget_in_store(st.con, user_id, subject, {"model_versions_updated": len(versions)})
     return {"subject": subject, "events_deleted": n, "model_versions_updated": versions}

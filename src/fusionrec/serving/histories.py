@@ -159,7 +159,8 @@ class HistoryStore:
         t = ev["t"].to_numpy().astype(np.float64)
         catalogue = Catalogue.from_frame(items, vocab)
         t_ref = float(np.nanmax(t)) if len(t) and np.isfinite(t).any() else float("nan")
-        human = ~ev[S.USER_ID].is_in(pl.Series(list(bots), dtype=pl.Utf8).implode()).to_numpy() if ev.height else np.empty(0, bool)
+        bot_ids = pl.Series(list(bots), dtype=pl.Utf8).implode()
+        human = ~ev[S.USER_ID].is_in(bot_ids).to_numpy() if ev.height else np.empty(0, bool)
         weights = np.asarray([S.DEFAULT_BEHAVIOR_WEIGHTS.get(b, 1.0) for b in behaviors])[beh] if len(beh) else \
             np.empty(0)
         if math.isfinite(t_ref):
