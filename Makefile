@@ -16,14 +16,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## the main job on the built-in synthetic shop: generate, ingest, evaluate (and more as the pipeline grows)
+## the main job on the built-in synthetic shop: generate, ingest, train the fused pipeline, evaluate it
+## against every generator and the other fusion methods, then serve the API on http://127.0.0.1:8000
 demo: $(STAMP)
 	$(BIN)/fusionrec generate --out $(DEMO)/shop --users 5000 --items 2000 --events 300000 --seed 7
-	rm -f $(DEMO)/shop.duckdb
+	rm -rf $(DEMO)/shop.duckdb $(DEMO)/models
 	$(BIN)/fusionrec ingest --store $(DEMO)/shop.duckdb --format fusionrec $(DEMO)/shop
 	$(BIN)/fusionrec stats --store $(DEMO)/shop.duckdb
+	$(BIN)/fusionrec train --store $(DEMO)/shop.duckdb --pipeline configs/demo.toml --out $(DEMO)/models
 	$(BIN)/fusionrec evaluate --data $(DEMO)/shop --format fusionrec --protocol temporal --test-days 7 \
-		--models pop,repeat,itemknn,rp3beta,als,rrf,blend,fusion --k 10,20 --output $(DEMO)/eval.json --report $(DEMO)/report
+		--models pop,repeat,itemknn,rp3beta,als,rrf,blend,fusion --config configs/demo.toml --k 10,20 \
+		--output $(DEMO)/eval.json --report $(DEMO)/report
+	$(BIN)/fusionrec serve --model $(DEMO)/models --store $(DEMO)/shop.duckdb --host 127.0.0.1 --port 8000
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

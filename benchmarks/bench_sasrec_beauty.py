@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -120,7 +121,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override SASRec.Config fields")
     ap.add_argument("--tune", action="store_true", help="run GRID, report validation NDCG@10 only")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("-v", "--verbose", action="store_true", help="log every epoch's loss and validation NDCG")
     args = ap.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     split = load_split(args.data)
     base = {**TUNED, **_parse_sets(args.set)}
     rows: list[dict[str, Any]] = []

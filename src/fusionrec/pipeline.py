@@ -80,22 +80,17 @@ class PipelineConfig:
 
 
 def load_pipeline_config(path: Path | str, **overrides: Any) -> PipelineConfig:
-    """Read a pipeline TOML: [pipeline] keys plus one [generators.NAME] table per generator."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the pipeline TOML ({exc})") from None
-    body = dict(data.get("pipeline", {}))
-    if "generators" in data:
-        body["generators"] = {k: dict(v) for k, v in data["generators"].items()}
-    if "ranker" in data:
-        body["ranker"] = dict(data["ranker"])
+    """Read a pipeline TOML (the configs/*.toml layout): [pipeline] keys, generators taking [models.NAME]."""
+    from fusionrec.evaluation.model_config import read_model_params
+
+    body = read_model_params(path).get("fusion")
+    if body is None:
+        raise ConfigError(f"{path}: no [pipeline] table; see configs/demo.toml")
     body.update(overrides)
     known = set(PipelineConfig.__dataclass_fields__)
     unknown = sorted(set(body) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown pipeline keys {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"{path}: unknown [pipeline] keys {unknown}; known: {sorted(known)}")
     return PipelineConfig(**body)
 
 

@@ -13,6 +13,7 @@ loading a model without it raises a `FusionrecError` that says what to install.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from fusionrec.errors import FusionrecError
 __all__ = ["SASRec"]
 
 _PREFIX = "net/"  # npz keys of the network's tensors
+_log = logging.getLogger(__name__)
 
 
 def _torch() -> Any:
@@ -165,10 +167,9 @@ class SASRec(CandidateGenerator):
         #: stop training after this many seconds (None: no limit); the best epoch so far is kept
         max_seconds: float | None = None
         seed: int = 0
-        #: torch intra-op threads while fitting and scoring
+        #: torch intra-op threads while fitting and scoring; on a machine busy with other work, 1 can be
+        #: several times faster than 2 (threads then wait on each other at every operation)
         n_threads: int = 2
-        #: print one line per epoch
-        verbose: bool = False
 
         def __post_init__(self) -> None:
             if self.hidden < 1 or self.n_heads < 1 or self.hidden % self.n_heads:
@@ -251,17 +252,15 @@ class SASRec(CandidateGenerator):
                 count += n_pos
             self.epochs_trained_ = epoch
             if len(valid_target) == 0:
-                if c.verbose:
-                    print(f"sasrec epoch {epoch}: loss {total / max(count, 1):.4f}", flush=True)
+                _log.info("sasrec epoch %d: loss %.4f", epoch, total / max(count, 1))
                 self.best_epoch_ = epoch
                 continue
             net.eval()
             ndcg = self._valid_ndcg(torch, net, valid_in, valid_target)
             history.append(ndcg)
             self.valid_history_ = np.asarray(history, np.float64)
-            if c.verbose:
-                print(f"sasrec epoch {epoch}: loss {total / max(count, 1):.4f} valid NDCG@10 {ndcg:.4f} "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+            _log.info("sasrec epoch %d: loss %.4f, validation NDCG@10 %.4f (%.0f s)", epoch, total / max(count, 1),
+                      ndcg, time.perf_counter() - start)
             if ndcg >= best:  # on a tie the later, longer-trained epoch wins
                 since_best = 0 if ndcg > best else since_best + 1
                 best, self.best_epoch_ = ndcg, epoch

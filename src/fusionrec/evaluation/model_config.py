@@ -34,6 +34,10 @@ def read_model_params(path: Path | str | None) -> dict[str, dict[str, Any]]:
     out = {k: dict(v) for k, v in models.items()}
     pipeline = dict(data.get("pipeline", {}))
     if pipeline:
+        if "generators" not in pipeline:
+            from fusionrec.pipeline import DEFAULT_GENERATORS
+
+            pipeline["generators"] = list(DEFAULT_GENERATORS)
         gens = pipeline.get("generators", {})
         if isinstance(gens, list):
             gens = {g: {} for g in gens}
