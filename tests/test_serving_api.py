@@ -21,7 +21,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     store, model = fresh_copy(tmp_path_factory.mktemp("api"))
-    application = create_app(model, store, ServingSettings(api_key=KEY, pseudonym_key="pseudo-key",
+    application = create_app(model, store, ServingSettings(api_key=KEY,
                                                            reload_poll_seconds=None))
     yield application
     application.state.server.close()
@@ -366,7 +366,7 @@ def test_delete_user_removes_events_model_state_and_history(client, state):
         audit = con.execute("SELECT subject, details FROM audit_log").fetchall()
     finally:
         reader.close()
-    assert pseudonym(user, "pseudo-key") in [a[0] for a in audit]
+    assert pseudonym(user, None) in [a[0] for a in audit]
     assert all(user not in a[0] and user not in a[1] for a in audit)
     assert state.current.user_index(user) == -1
     als = state.current.pipeline.generators_["als"]

@@ -181,6 +181,15 @@ def stats(
     out.print(t)
 
 
+def _stored_user_id(user: str) -> str:
+    """The id a raw user id is stored under (its keyed HMAC when FUSIONREC_PSEUDONYM_KEY is set)."""
+    from fusionrec.config import read_secrets
+    from fusionrec.privacy import pseudonymize
+
+    key = read_secrets().pseudonym_key
+    return pseudonymize(user, key) if key else user
+
+
 def _csv_list(value: str, flag: str) -> list[str]:
     from fusionrec.errors import ConfigError
 
@@ -388,7 +397,8 @@ def recommend(
     """Recommendations for one user, with the reasons, without starting a server."""
     from fusionrec.serving.standalone import recommend_offline
 
-    answer = recommend_offline(model, user, k, store=store, category=category)
+    answer = recommend_offline(model, _stored_user_id(user), k, store=store, category=category)
+    answer["user_id"] = user
     if as_json:
         _emit_json(answer)
         return
@@ -412,7 +422,8 @@ def forget(
     """Remove a user's events from the store and their state from the model; audit-logged by pseudonym."""
     from fusionrec.serving.forget import forget_user
 
-    result = forget_user(store, user, model)
+    result = forget_user(store, _stored_user_id(user), model)
+    result["user_id"] = user
     if as_json:
         _emit_json(result)
         return

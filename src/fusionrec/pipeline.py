@@ -61,7 +61,7 @@ class PipelineConfig:
     per_generator: dict[str, int] = field(default_factory=dict)  # overrides of n_candidates
     fuser: str = "lambdarank"  # lambdarank | blend | rrf | best
     ranker: dict[str, Any] = field(default_factory=dict)  # LightGBM parameters
-    holdout: str = "auto"  # auto | time | last | random
+    holdout: str = "auto"  # auto (time if timestamps, else random) | time | last | random
     valid_days: float | None = None  # time holdout: the last D days of the training data (default: 15% of span)
     valid_share: float = 0.2  # random holdout: share of each user's items
     max_train_users: int = 20_000
@@ -187,7 +187,9 @@ class FusedPipeline(CandidateGenerator):
         ev = data.events
         mode = self.cfg.holdout
         if mode == "auto":
-            mode = "time" if data.has_time else "last"
+            # without timestamps a line's order may mean nothing (LightGCN files): hold out at random;
+            # sequential datasets (s3rec) say holdout = "last" in their config
+            mode = "time" if data.has_time else "random"
         if mode == "time" and not data.has_time:
             raise ConfigError("holdout 'time' needs timestamps; use 'last' or 'random' for this dataset")
         if mode == "time":

@@ -100,8 +100,18 @@ def _catalogue_rows(data: Interactions) -> list[dict[str, Any]]:
     cols = [c for c in (S.TITLE, S.BRAND, S.CATEGORY, S.ATTRIBUTES, S.TEXT) if c in cat.columns]
     if not cols:
         return [{} for _ in range(data.n_items)]
-    rows = cat.select([pl.col(c).cast(pl.Utf8) for c in cols]).to_dicts()
+    rows = cat.select([_as_text(cat.schema[c], c) for c in cols]).to_dicts()
     return rows + [{} for _ in range(data.n_items - len(rows))]
+
+
+def _as_text(dtype: pl.DataType, column: str) -> pl.Expr:
+    """A catalogue column as text: structs as JSON, lists joined by spaces, the rest cast."""
+    col = pl.col(column)
+    if isinstance(dtype, pl.Struct):
+        return col.struct.json_encode().alias(column)
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return col.cast(pl.List(pl.Utf8), strict=False).list.join(" ").alias(column)
+    return col.cast(pl.Utf8, strict=False).alias(column)
 
 
 def _identity(tokens: list[str]) -> list[str]:
@@ -325,10 +335,11 @@ def read_item_vectors(path: Path, items: Sequence[str]) -> tuple[np.ndarray, np.
             frame = pl.read_parquet(path, columns=[S.ITEM_ID, "vector"])
             ids = frame[S.ITEM_ID].cast(pl.Utf8).to_list()
             vecs = np.asarray(frame["vector"].to_list(), np.float32) if frame.height else np.zeros((0, 1), np.float32)
-    except (KeyError, pl.exceptions.PolarsError, pl.exceptions.ColumnNotFoundError) as exc:
-        raise FormatError(f"{path}: item vectors need columns item_id and vector ({exc})") from None
-    except ValueError as exc:
-        raise FormatError(f"{path}: vectors must all have the same length and be numbers ({exc})") from None
+    except (KeyError, pl.exceptions.ColumnNotFoundError) as exc:
+        raise FormatError(f"{path}: item vectors need columns item_id and vector (missing {exc})") from None
+    except (ValueError, TypeError, OSError, pl.exceptions.PolarsError) as exc:
+        raise FormatError(f"{path}: cannot read item vectors: {exc}; expected item_id and vector columns "
+                          "(Parquet) or arrays (npz, no pickled objects), every vector of the same length") from None
     if vecs.ndim != 2 or len(vecs) != len(ids):
         raise FormatError(f"{path}: expected one vector per item_id, got an array of shape {vecs.shape} "
                           f"for {len(ids)} ids")

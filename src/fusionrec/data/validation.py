@@ -28,6 +28,9 @@ class ValidationRules:
     behaviors: S.BehaviorVocabulary = field(default_factory=S.BehaviorVocabulary)
     time_range: tuple[datetime, datetime] | None = None
     require_timestamp: bool = True
+    #: when set, user ids are replaced by their keyed HMAC (fusionrec.privacy) and rejected rows keep
+    #: no raw text, so no raw id reaches the store
+    pseudonym_key: str | None = field(default=None, repr=False)
 
     def bounds(self) -> tuple[datetime, datetime]:
         if self.time_range is not None:
@@ -83,8 +86,15 @@ def validated_sql(raw: RawEvents, rules: ValidationRules) -> str:
     lo_s = sql_str(lo.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" "))
     hi_s = sql_str(hi.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" "))
     need_ts = "TRUE" if rules.require_timestamp else "FALSE"
+    if rules.pseudonym_key:
+        from fusionrec.privacy import pseudonym_sql
+
+        outer = (f"SELECT * EXCLUDE (user_id, raw), CASE WHEN user_id IS NOT NULL THEN "
+                 f"{pseudonym_sql('user_id', rules.pseudonym_key)} END AS user_id, NULL::VARCHAR AS raw FROM (")
+    else:
+        outer = "SELECT * EXCLUDE (raw), CASE WHEN reason IS NOT NULL THEN left(raw, 1000) END AS raw FROM ("
     return f"""
-SELECT * EXCLUDE (raw), CASE WHEN reason IS NOT NULL THEN left(raw, 1000) END AS raw FROM (
+{outer}
 SELECT user_id, item_id, beh AS behavior, ts AS timestamp, seq,
        CASE WHEN ts IS NULL THEN seq END AS order_key,
        session_id, TRY_CAST(quantity AS INTEGER) AS quantity, TRY_CAST(price AS DOUBLE) AS price, context, split,

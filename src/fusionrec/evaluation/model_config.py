@@ -33,6 +33,9 @@ def read_model_params(path: Path | str | None) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{path}: expected one [models.NAME] table of parameters per model")
     out = {k: dict(v) for k, v in models.items()}
     pipeline = dict(data.get("pipeline", {}))
+    for table in ("generators", "ranker"):  # also accepted at the top level: [generators.NAME], [ranker]
+        if table in data and table not in pipeline:
+            pipeline[table] = data[table]
     if pipeline:
         if "generators" not in pipeline:
             from fusionrec.pipeline import DEFAULT_GENERATORS

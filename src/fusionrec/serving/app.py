@@ -89,6 +89,7 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
                         exclude: Annotated[Optional[str], Query(max_length=100 * (MAX_ID + 1),
                                                                 description="comma-separated item ids")] = None,
                         price_max: Annotated[Optional[float], Query(ge=0, allow_inf_nan=False)] = None) -> Response:
+        raw_id, user_id = user_id, state.stored_id(user_id)  # pseudonymised at the edge when configured
         model, assigned = state.model_for(user_id)
         excl = [x for x in (exclude or "").split(",") if x][:100]
         items = state.recommender.for_user(model, user_id, k, category=category or None, exclude_ids=excl,
@@ -97,7 +98,7 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
             exp, v = assigned
             state.tracker.impression(exp.name, v.name, user_id, [it["item_id"] for it in items])
             state.metrics.impressions.labels(exp.name, v.name).inc()
-        return JSONResponse({"user_id": user_id, "model_version": model.version if model else None, "items": items})
+        return JSONResponse({"user_id": raw_id, "model_version": model.version if model else None, "items": items})
 
     @app.post("/recommendations/session", response_model=Recommendations, tags=["recommendations"])
     def session_recommendations(body: SessionRequest) -> Response:
@@ -115,7 +116,11 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
     def post_events(body: Annotated[EventBatch, Body()]) -> dict[str, Any]:
         batch = body if isinstance(body, list) else [body]
         try:
-            result = state.ingest([e.model_dump() for e in batch if isinstance(e, EventIn)])
+            events = [e.model_dump() for e in batch if isinstance(e, EventIn)]
+            for e in events:
+                if e.get("user_id"):
+                    e["user_id"] = state.stored_id(e["user_id"])
+            result = state.ingest(events)
         except (TimeoutError, duckdb.Error) as exc:  # nothing was acknowledged: the client may retry
             log.error("events not stored: %s", exc)
             raise HTTPException(503, "the event store could not take the events now; nothing was stored, "
@@ -124,7 +129,7 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
 
     @app.delete("/users/{user_id}", response_model=ForgetResult, dependencies=writer, tags=["users"])
     def forget_user(user_id: UserId) -> dict[str, Any]:
-        return state.forget(user_id)
+        return {**state.forget(state.stored_id(user_id)), "user_id": user_id}
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     def metrics() -> Response:

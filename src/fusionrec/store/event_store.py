@@ -104,8 +104,9 @@ class EventStore:
     """
 
     def __init__(self, path: Path | str = ":memory:", key: str | None = None, read_only: bool = False,
-                 memory_limit: str = "1500MB") -> None:
+                 memory_limit: str = "1500MB", pseudonym_key: str | None = None) -> None:
         self.path = str(path)
+        self.pseudonym_key = pseudonym_key
         self.encrypted = bool(key)
         try:
             if key:
@@ -153,7 +154,8 @@ class EventStore:
         base = rules or ValidationRules()
         rules = ValidationRules(behaviors=base.behaviors,
                                 time_range=base.time_range or plan.time_range,
-                                require_timestamp=base.require_timestamp and plan.has_timestamps)
+                                require_timestamp=base.require_timestamp and plan.has_timestamps,
+                                pseudonym_key=base.pseudonym_key or self.pseudonym_key)
         con = self.con
         for raw in plan.events:
             if progress:
@@ -218,8 +220,13 @@ class EventStore:
     def upsert_users(self, users: pl.DataFrame) -> int:
         frame = _conform(users, S.USER_COLUMNS)
         self.con.register("_users_in", frame.to_arrow())
+        uid = S.USER_ID
+        if self.pseudonym_key:
+            from fusionrec.privacy import pseudonym_sql
+
+            uid = pseudonym_sql(S.USER_ID, self.pseudonym_key)
         try:
-            self.con.execute(f"""INSERT OR REPLACE INTO users SELECT {S.USER_ID}, {S.ATTRIBUTES}
+            self.con.execute(f"""INSERT OR REPLACE INTO users SELECT {uid}, {S.ATTRIBUTES}
                 FROM (SELECT * FROM _users_in WHERE {S.USER_ID} IS NOT NULL QUALIFY row_number() OVER (PARTITION BY {S.USER_ID}) = 1)""")
         finally:
             self.con.unregister("_users_in")

@@ -20,4 +20,5 @@ def open_store(path: Path | str, must_exist: bool = False, read_only: bool = Fal
         raise FusionrecError(f"{path}: no such store; create it with `fusionrec ingest --store {path} ...`")
     if not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    return EventStore(path, key=read_secrets().store_key, read_only=read_only)
+    secrets = read_secrets()
+    return EventStore(path, key=secrets.store_key, read_only=read_only, pseudonym_key=secrets.pseudonym_key)
