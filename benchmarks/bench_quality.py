@@ -34,7 +34,7 @@ RUNS: list[dict[str, Any]] = [
      "exclude_seen": False, "anchors": {"SASRec-CE": 0.0533, "BERT4Rec": 0.0338}},
     {"key": "taobao", "path": "taobao_userbehavior", "format": "taobao", "protocol": "temporal", "test_days": 1,
      "models": GENERATORS + FUSERS, "metric": "recall@20", "anchors": {}},
-    {"key": "taobao-repeats", "path": "taobao_userbehavior", "format": "taobao", "protocol": "temporal",
+    {"key": "taobao-repeats", "config": "taobao", "path": "taobao_userbehavior", "format": "taobao", "protocol": "temporal",
      "test_days": 1, "exclude_seen": False, "models": GENERATORS + FUSERS, "metric": "recall@20", "anchors": {}},
 ]
 QUICK = ["taobao", "taobao-repeats"]
@@ -46,7 +46,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from fusionrec.evaluation.model_config import read_model_params
     from fusionrec.candidates.registry import GENERATORS as KNOWN
 
-    config = ROOT / "configs" / f"{spec['key'].split('-')[0]}.toml"
+    config = ROOT / "configs" / f"{spec.get('config', spec['key'])}.toml"
     params = read_model_params(config if config.exists() else None)
     models = [m for m in spec["models"] if m in KNOWN]
     ds = load_dataset(DATA / spec["path"], spec["format"])
