@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override SASRec.Config fields")
     ap.add_argument("--tune", action="store_true", help="run GRID, report validation NDCG@10 only")
+    ap.add_argument("--grid", type=json.loads, default=None, help='with --tune: a JSON grid instead of GRID, '
+                    'e.g. \'{"dropout": [0.2, 0.5]}\'')
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("-v", "--verbose", action="store_true", help="log every epoch's loss and validation NDCG")
     args = ap.parse_args(argv)
@@ -129,8 +131,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     base = {**TUNED, **_parse_sets(args.set)}
     rows: list[dict[str, Any]] = []
     if args.tune:
-        for values in itertools.product(*GRID.values()):
-            params = {**base, **dict(zip(GRID, values))}
+        grid = args.grid or GRID
+        for values in itertools.product(*grid.values()):
+            params = {**base, **dict(zip(grid, values))}
             _, info = fit(split, params)
             rows.append(info)
             print(json.dumps(info), flush=True)

@@ -19,8 +19,10 @@ from fusionrec.candidates.covisitation import SessionCoVisitation
 from fusionrec.candidates.ease import EASE
 from fusionrec.candidates.itemknn import ItemKNN
 from fusionrec.candidates.popularity import Popularity, Trending
+from fusionrec.candidates.content import ContentEmbedding, ContentTfidf
 from fusionrec.candidates.repeat import Repeat
 from fusionrec.candidates.rp3beta import RP3beta
+from fusionrec.candidates.sasrec import SASRec
 from fusionrec.candidates.userknn import UserKNN
 
 __all__ = ["GENERATORS", "LAZY", "register", "make", "load_generator", "known_names"]
@@ -39,7 +41,8 @@ def register(cls: type[CandidateGenerator]) -> type[CandidateGenerator]:
     return cls
 
 
-for _cls in (Popularity, Trending, ItemKNN, SessionCoVisitation, UserKNN, RP3beta, EASE, ALS, BPR, Repeat):
+for _cls in (Popularity, Trending, ItemKNN, SessionCoVisitation, UserKNN, RP3beta, EASE, ALS, BPR, Repeat,
+             ContentTfidf, ContentEmbedding, SASRec):
     register(_cls)
 
 
