@@ -35,7 +35,8 @@ from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
 from fusionrec.data.interactions import Interactions
 from fusionrec.errors import FormatError, FusionrecError
 
-__all__ = ["ContentTfidf", "ContentEmbedding", "item_tokens", "item_sentence"]
+__all__ = ["ContentTfidf", "ContentEmbedding", "EmbeddingCache", "embed_texts", "read_item_vectors",
+           "item_tokens", "item_sentence", "text_key"]
 
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 _SCORE_ROWS = 256  # rows per block in sparse scoring: bounds the sparse product's memory
@@ -48,7 +49,10 @@ def _text(value: Any) -> str:
 
 
 def _category_prefixes(path: str) -> list[str]:
-    """"home/kitchen/knives" -> ["home", "home/kitchen", "home/kitchen/knives"] (also splits on '>')."""
+    """Every prefix of a category path: home/kitchen/knives gives home, home/kitchen, home/kitchen/knives.
+
+    '/', '>' and '|' all separate levels; prefixes are joined back with '/'.
+    """
     parts = [p.strip().lower() for p in re.split(r"[/>|]", path) if p.strip()]
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
@@ -225,7 +229,10 @@ class ContentTfidf(CandidateGenerator):
 
 @lru_cache(maxsize=2)
 def _sentence_encoder(model_path: str | None) -> Any:
-    """A SentenceTransformer on CPU, loaded from a local folder only (never downloaded); one per process."""
+    """A SentenceTransformer on CPU, loaded from a local folder only (never downloaded).
+
+    Cached per process and path: loading takes seconds, and every fit of a process reuses the model.
+    """
     # offline before the import: huggingface_hub reads these when it is first imported
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -247,6 +254,11 @@ def _sentence_encoder(model_path: str | None) -> Any:
     return SentenceTransformer(model_path, device="cpu")
 
 
+def text_key(model_name: str, text: str) -> str:
+    """The cache key of one text: sha256 of the model name and the text (hex, 64 characters)."""
+    return hashlib.sha256(f"{model_name}\n{text}".encode("utf-8")).hexdigest()
+
+
 class EmbeddingCache:
     """Text embeddings on disk, keyed by sha256(model name + text): one npz (keys, vectors) per batch written.
 
@@ -260,7 +272,7 @@ class EmbeddingCache:
         self.model_name = model_name
 
     def key(self, text: str) -> str:
-        return hashlib.sha256(f"{self.model_name}\n{text}".encode("utf-8")).hexdigest()
+        return text_key(self.model_name, text)
 
     def lookup(self, keys: set[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
@@ -299,7 +311,7 @@ def embed_texts(texts: Sequence[str], model_name: str, model_path: str | None, c
     interrupted run keeps its progress.
     """
     cache = EmbeddingCache(Path(cache_dir), model_name) if cache_dir else None
-    keys = [hashlib.sha256(f"{model_name}\n{t}".encode("utf-8")).hexdigest() for t in texts]
+    keys = [text_key(model_name, t) for t in texts]
     unique: dict[str, str] = dict(zip(keys, texts))
     known = cache.lookup(set(unique)) if cache is not None else {}
     missing = [k for k in unique if k not in known]
