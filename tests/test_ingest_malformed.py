@@ -155,3 +155,13 @@ def test_timezone_offsets_are_converted_to_utc(tmp_path):
     store, _ = ingest(write(tmp_path, HEADER + "u1,i1,view,2026-01-05T12:00:00+02:00\n"))
     ts = store.events()["timestamp"][0]
     assert (ts.hour, ts.minute) == (10, 0)
+
+
+def test_clean_file_takes_the_fast_parser_with_exact_lines(tmp_path):
+    rows = [f"u{i},i{i},view,2026-01-05T10:00:{i:02d}Z" for i in range(40)]
+    rows[10] = "u10,i10,teleport,2026-01-05T10:00:10Z"  # line 12 of the file
+    rows[30] = 'u30,"i,30",buy,-5'  # quoted comma; out-of-range timestamp at line 32
+    store, report = ingest(write(tmp_path, HEADER + "\n".join(rows) + "\n"))
+    assert (report.total.accepted, report.total.rejected) == (38, 2)
+    assert store.quarantine()["line"].to_list() == [12, 32]
+    assert store.events().sort("seq")["seq"].to_list()[:3] == [2, 3, 4]

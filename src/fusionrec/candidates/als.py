@@ -190,27 +190,54 @@ class BPR(_FactorModel):
     def _fold_in(self, h: sp.csr_matrix) -> np.ndarray:
         c = self.cfg
         items = self.item_factors_
-        v, bias = items[:, :-1].astype(np.float64), items[:, -1].astype(np.float64)
+        v, bias = items[:, :-1], items[:, -1]
         rng = np.random.default_rng(c.seed)
         neg = np.sort(rng.choice(len(items), size=min(c.fold_in_negatives, len(items)), replace=False))
         vn, bn = v[neg], bias[neg]
         out = np.zeros((h.shape[0], items.shape[1]), np.float32)
         out[:, -1] = 1.0  # the bias slot
-        for r in range(h.shape[0]):
-            pos = h.indices[h.indptr[r]:h.indptr[r + 1]]
-            if not len(pos):
-                continue
-            vp, bp = v[pos], bias[pos]
-            mask = ~np.isin(neg, pos)  # a sampled negative the user has is no negative
-            diff_sq = ((vp[:, None, :] - vn[None, mask, :]) ** 2).sum(-1).mean() if mask.any() else 1.0
-            # a step under 1 / (the curvature bound of the mean logistic loss) keeps ascent monotone
-            step = 1.0 / (0.25 * diff_sq + c.regularization)
-            u = np.zeros(v.shape[1])
-            for _ in range(c.fold_in_steps):
-                x = (vp @ u + bp)[:, None] - (vn @ u + bn)[None, :]
-                g = np.where(mask[None, :], 1.0 / (1.0 + np.exp(np.clip(x, -30, 30))), 0.0)
-                n_pairs = max(g.shape[0] * mask.sum(), 1)
-                grad = (g.sum(1) @ vp - g.sum(0) @ vn) / n_pairs - c.regularization * u
-                u += step * grad
-            out[r, :-1] = u
+        lens = np.diff(h.indptr)
+        rows = np.nonzero(lens)[0]
+        rows = rows[np.argsort(lens[rows], kind="stable")]  # similar lengths share a padded block
+        start = 0
+        while start < len(rows):
+            width = int(lens[rows[start]])
+            stop = start + 1
+            # grow the block while it stays within ~4M pair scores
+            while stop < len(rows) and (stop + 1 - start) * int(lens[rows[stop]]) * len(neg) <= 4_000_000:
+                stop += 1
+            block = rows[start:stop]
+            out[block, :-1] = self._fold_in_block(h[block], v, bias, vn, bn, neg)
+            start = stop
         return out
+
+    def _fold_in_block(self, h: sp.csr_matrix, v: np.ndarray, bias: np.ndarray, vn: np.ndarray, bn: np.ndarray,
+                       neg: np.ndarray) -> np.ndarray:
+        """Gradient ascent on the mean BPR objective of each row's user vector (a convex problem)."""
+        c = self.cfg
+        lens = np.diff(h.indptr)
+        b, width = len(lens), int(lens.max())
+        valid = np.arange(width)[None, :] < lens[:, None]  # [b, L]
+        pos = np.zeros((b, width), np.int64)
+        pos[valid] = h.indices
+        vp, bp = v[pos] * valid[..., None], bias[pos] * valid  # [b, L, f], [b, L]
+        neg_ok = np.asarray(h[:, neg].toarray() == 0)  # a sampled "negative" the user has is none
+        n_pairs = np.maximum(lens * neg_ok.sum(1), 1).astype(np.float32)
+        # the mean squared pair difference bounds the curvature: a step under its inverse ascends
+        mean_p = (vp.sum(1) / lens[:, None])
+        sq_p = (vp ** 2).sum((1, 2)) / lens
+        k = np.maximum(neg_ok.sum(1), 1)
+        mean_n = (neg_ok @ vn) / k[:, None]
+        sq_n = (neg_ok @ (vn ** 2).sum(1)) / k
+        diff_sq = np.maximum(sq_p + sq_n - 2.0 * (mean_p * mean_n).sum(1), 1e-6)
+        step = (1.0 / (0.25 * diff_sq + c.regularization)).astype(np.float32)
+        mask = valid[:, :, None] & neg_ok[:, None, :]
+        u = np.zeros((b, v.shape[1]), np.float32)
+        for _ in range(c.fold_in_steps):
+            sp_ = np.einsum("blf,bf->bl", vp, u) + bp
+            sn = u @ vn.T + bn
+            x = np.clip(sp_[:, :, None] - sn[:, None, :], -30.0, 30.0)
+            g = np.where(mask, 1.0 / (1.0 + np.exp(x)), 0.0).astype(np.float32)
+            grad = np.einsum("bl,blf->bf", g.sum(2), vp) - g.sum(1) @ vn
+            u += step[:, None] * (grad / n_pairs[:, None] - c.regularization * u)
+        return u

@@ -48,6 +48,8 @@ class RawEvents:
     setup: list[str] = field(default_factory=list)  # statements to run first (e.g. materialise lines)
     temp_tables: list[str] = field(default_factory=list)  # dropped afterwards
     items_sql: str | None = None  # catalogue rows found in the events file (item_id, category)
+    #: a faster plan to try first (DuckDB's parser); the store falls back to this one on any parse reject
+    fast: "RawEvents | None" = None
 
 
 @dataclass
@@ -205,7 +207,29 @@ def _native_csv_events(path: Path) -> RawEvents:
                 hint = f" (it looks separated by {label}; fusionrec CSV uses commas)"
         raise FormatError(f"{path}: expected {_NATIVE_EXPECT}; the header is {first[:120]!r}{hint}")
     cols = {n: _nullable(f"f[{i + 1}]") for i, n in enumerate(names) if n in S.EVENT_COLUMNS or n == S.SPLIT}
-    return _text_events(_fields_sql(path, ",", len(names), header=True), path, cols)
+    exact = _text_events(_fields_sql(path, ",", len(names), header=True), path, cols)
+    exact.fast = _native_csv_fast(path, names)
+    return exact
+
+
+def _native_csv_fast(path: Path, names: list[str]) -> RawEvents:
+    """DuckDB's own parallel CSV reader: used when its parser accepts every line (checked by the store).
+
+    Lines are numbered afterwards from the staged table's rowid (+2: the header, 1-based), which is
+    exact when no line was skipped; any parser reject sends the file to the exact line-based path.
+    """
+    fields = [f"c{i}" for i in range(len(names))]
+    spec = ", ".join(f"'{f}': 'VARCHAR'" for f in fields)
+    src = (f"(SELECT * FROM read_csv({sql_str(path)}, header=true, delim=',', quote='\"', escape='\"', "
+           f"auto_detect=false, columns={{{spec}}}, store_rejects=true, ignore_errors=true, "
+           f"max_line_size={MAX_LINE_BYTES}, compression='auto'))")
+    cols = {n: _nullable(f"c{i}") for i, n in enumerate(names) if n in S.EVENT_COLUMNS or n == S.SPLIT}
+    select = []
+    for name in (S.USER_ID, S.ITEM_ID, S.BEHAVIOR, S.TIMESTAMP, S.SESSION_ID, S.QUANTITY, S.PRICE, S.CONTEXT, S.SPLIT):
+        select.append(f"CAST({cols.get(name, 'NULL')} AS VARCHAR) AS {name}")
+    select += [f"NULL::BIGINT AS {S.SEQ}", f"{sql_str(path)} AS {S.SOURCE}", f"NULL::BIGINT AS {S.LINE}",
+               "NULL::VARCHAR AS reject", f"concat_ws(',', {', '.join(fields)}) AS raw"]
+    return RawEvents(f"SELECT {', '.join(select)} FROM {src}", path)
 
 
 def _native_jsonl_events(path: Path) -> RawEvents:

@@ -161,11 +161,13 @@ class EventStore:
             if progress:
                 progress(str(raw.source))
             counts = IngestCounts(str(raw.source))
-            for stmt in raw.setup:  # outside the transaction: rowids of transaction-local rows are not 0-based
-                con.execute(stmt)
+            # staging happens outside the transaction: rowids of transaction-local rows are not 0-based
+            if not self._stage_fast(raw, rules):
+                for stmt in raw.setup:
+                    con.execute(stmt)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {validated_sql(raw, rules)}")
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE staged AS {validated_sql(raw, rules)}")
                 if raw.items_sql:
                     con.execute(f"INSERT OR REPLACE INTO items ({S.ITEM_ID}, {S.CATEGORY}) {raw.items_sql}")
                 counts.rows_in = con.execute("SELECT count(*) FROM staged").fetchone()[0]  # type: ignore[index]
@@ -190,12 +192,13 @@ class EventStore:
                 con.execute("INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, now())",
                             [str(raw.source), plan.format, _checksum_or_empty(raw.source), counts.rows_in,
                              counts.accepted, counts.rejected, counts.duplicates])
-                con.execute("DROP TABLE staged")
+                self._drop_staging()
                 for table in raw.temp_tables:
                     con.execute(f"DROP TABLE IF EXISTS {table}")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
+                self._drop_staging()
                 for table in raw.temp_tables:
                     con.execute(f"DROP TABLE IF EXISTS {table}")
                 raise
@@ -204,6 +207,34 @@ class EventStore:
             self.upsert_items(plan.items)
         if plan.users is not None:
             self.upsert_users(plan.users)
+
+    def _stage_fast(self, raw: Any, rules: ValidationRules) -> bool:
+        """Stage with the adapter's fast plan when its parser rejects no line; False: use the exact plan."""
+        if raw.fast is None:
+            return False
+        con = self.con
+        before = self._parse_rejects()
+        con.execute(f"CREATE OR REPLACE TEMP TABLE staged_fast AS {validated_sql(raw.fast, rules)}")
+        if self._parse_rejects() != before:
+            con.execute("DROP TABLE staged_fast")
+            return False
+        # number the lines from the file order kept by the table (header = line 1)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW staged AS SELECT * REPLACE (rowid + 2 AS {S.LINE}, "
+                    f"rowid + 2 AS {S.SEQ}) FROM staged_fast")
+        return True
+
+    def _drop_staging(self) -> None:
+        for stmt in ("DROP VIEW IF EXISTS staged", "DROP TABLE IF EXISTS staged", "DROP TABLE IF EXISTS staged_fast"):
+            try:
+                self.con.execute(stmt)
+            except duckdb.Error:  # a view dropped as a table or the reverse: nothing left to drop
+                pass
+
+    def _parse_rejects(self) -> int:
+        try:
+            return int(self.con.execute("SELECT count(*) FROM reject_errors").fetchone()[0])  # type: ignore[index]
+        except duckdb.Error:
+            return 0
 
     def upsert_items(self, items: pl.DataFrame) -> int:
         """Insert or replace catalogue rows by item_id; rows without an id are ignored."""
