@@ -46,6 +46,7 @@ def load_section(name: str):
     path = HERE / f"bench_{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[spec.name] = mod  # type: ignore[union-attr]  # dataclasses look their module up
     sys.path.insert(0, str(HERE))
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod
@@ -76,7 +77,9 @@ def main() -> None:
         body = load_section(name).run(quick=args.quick)
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         cmd = f"python benchmarks/run.py --only {name}" + (" --quick" if args.quick else "")
-        sections[name] = f"{body.strip()}\n\n_Measured {stamp} in {time.perf_counter() - t0:.0f} s; rerun: `{cmd}`._"
+        load = os.getloadavg()[0]
+        sections[name] = (f"{body.strip()}\n\n_Measured {stamp} in {time.perf_counter() - t0:.0f} s (load average "
+                          f"{load:.1f} on {os.cpu_count()} cores at the end); rerun: `{cmd}`._")
         write(sections)
     print(f"wrote {OUT}")
 

@@ -84,8 +84,8 @@ class ALS(_FactorModel):
     class Config:
         factors: int = 64
         regularization: float = 0.01
-        #: confidence = alpha x matrix value
-        alpha: float = 10.0
+        #: confidence = alpha x matrix value (Hu et al. used 40; 30 was best on Gowalla, binary)
+        alpha: float = 40.0
         iterations: int = 15
         #: conjugate-gradient solver (fast) instead of Cholesky per user
         use_cg: bool = True
@@ -163,9 +163,9 @@ class BPR(_FactorModel):
         #: implicit's SGD threads; more than 1 races on shared items (hogwild), so only 1 is deterministic
         num_threads: int = 1
         fold_in: bool = True
-        #: gradient steps and sampled negatives of the fold-in
-        fold_in_steps: int = 60
-        fold_in_negatives: int = 512
+        #: gradient steps and sampled negatives of the fold-in (about 7 ms a user at 64 factors)
+        fold_in_steps: int = 30
+        fold_in_negatives: int = 256
 
         def __post_init__(self) -> None:
             if self.factors < 1 or self.iterations < 0:
@@ -233,11 +233,14 @@ class BPR(_FactorModel):
         step = (1.0 / (0.25 * diff_sq + c.regularization)).astype(np.float32)
         mask = valid[:, :, None] & neg_ok[:, None, :]
         u = np.zeros((b, v.shape[1]), np.float32)
-        for _ in range(c.fold_in_steps):
-            sp_ = np.einsum("blf,bf->bl", vp, u) + bp
-            sn = u @ vn.T + bn
+        prev = u.copy()
+        for t in range(c.fold_in_steps):
+            # Nesterov momentum: the same fixed point as plain ascent in a fraction of the steps
+            look = u + (t / (t + 3.0)) * (u - prev)
+            sp_ = np.einsum("blf,bf->bl", vp, look) + bp
+            sn = look @ vn.T + bn
             x = np.clip(sp_[:, :, None] - sn[:, None, :], -30.0, 30.0)
             g = np.where(mask, 1.0 / (1.0 + np.exp(x)), 0.0).astype(np.float32)
             grad = np.einsum("bl,blf->bf", g.sum(2), vp) - g.sum(1) @ vn
-            u += step[:, None] * (grad / n_pairs[:, None] - c.regularization * u)
+            prev, u = u, look + step[:, None] * (grad / n_pairs[:, None] - c.regularization * look)
         return u
