@@ -36,8 +36,13 @@ from fusionrec.evaluation.splits import Split, leave_last_out_split
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon_s3rec" / "Beauty.txt.gz"
 PUBLISHED = {"model": "SASRec+ (CE), antklen/sasrec-bert4rec-recsys23", "hr@10": 0.0533, "ndcg@10": 0.0327}
 
-# chosen on the validation item (see --tune); the rest are SASRec.Config defaults
-TUNED: dict[str, Any] = {"learning_rate": 1e-3, "dropout": 0.3, "batch_size": 128, "patience": 3, "epochs": 100}
+# chosen on the validation item with --tune (validation NDCG@10, 10,000 sampled users, seen excluded):
+#   lr 1e-3: dropout 0.2 -> 0.0666 (best epoch 13), 0.3 -> 0.0664 (19)
+#   lr 2e-3: dropout 0.2 -> 0.0661 (8), 0.3 -> 0.0657 (8), 0.5 -> 0.0624 (11)
+# lr 2e-3 with dropout 0.2 is as good within noise and trains in half the epochs. These equal the
+# SASRec.Config defaults; they are spelled out so that the benchmark does not move when a default does.
+TUNED: dict[str, Any] = {"hidden": 64, "n_blocks": 2, "max_len": 50, "learning_rate": 2e-3, "dropout": 0.2,
+                         "batch_size": 128, "patience": 3, "epochs": 30}
 
 GRID: dict[str, list[Any]] = {"learning_rate": [1e-3, 2e-3], "dropout": [0.2, 0.3, 0.5]}
 
@@ -90,7 +95,7 @@ def markdown(rows: list[dict[str, Any]], title: str, test: bool) -> str:
 
 def _params(p: dict[str, Any]) -> str:
     defaults = asdict(SASRec.Config())
-    shown = {k: v for k, v in p.items() if k in ("learning_rate", "dropout", "batch_size") or v != defaults.get(k)}
+    shown = {k: v for k, v in p.items() if k in ("learning_rate", "dropout") or v != defaults.get(k)}
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 

@@ -17,7 +17,11 @@ NON_PERSONAL = {"pop", "trending"}
 # generators of the user's own items: their pattern shows when seen items may be recommended
 OWN_ITEMS = {"repeat"}
 # the defaults are sized for real catalogues; a 40-item toy needs fewer factors
-TINY_PARAMS: dict[str, dict] = {"als": {"factors": 4, "regularization": 0.1, "alpha": 5.0}, "bpr": {"factors": 8}}
+TINY_PARAMS: dict[str, dict] = {
+    "als": {"factors": 4, "regularization": 0.1, "alpha": 5.0},
+    "bpr": {"factors": 8},
+    "sasrec": {"hidden": 16, "n_blocks": 1, "epochs": 30, "patience": 3, "n_threads": 1},
+}
 # the candidate generators proper; composed pipelines registered beside them (fusion, blend, ...)
 # need more data than this toy and have their own tests
 ALL = sorted(n for n, cls in GENERATORS.items() if cls.__module__.startswith("fusionrec.candidates."))
@@ -49,9 +53,21 @@ def data() -> Interactions:
     return Interactions.from_frame(frame, catalogue=cat)
 
 
+class _Fitted(dict):
+    """Each generator fitted once, on first use (so a slow one's cost shows in its own tests)."""
+
+    def __init__(self, data: Interactions) -> None:
+        super().__init__()
+        self.data = data
+
+    def __missing__(self, name: str) -> CandidateGenerator:
+        self[name] = make(name, TINY_PARAMS.get(name)).fit(self.data)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def fitted(data: Interactions) -> dict[str, CandidateGenerator]:
-    return {name: make(name, TINY_PARAMS.get(name)).fit(data) for name in ALL}
+    return _Fitted(data)
 
 
 def parity(vocab_ids: list[str]) -> np.ndarray:

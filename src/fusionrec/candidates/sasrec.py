@@ -154,14 +154,15 @@ class SASRec(CandidateGenerator):
         n_heads: int = 1
         #: the last max_len items of a sequence are used (and learned positions cover max_len)
         max_len: int = 50
-        dropout: float = 0.3
-        learning_rate: float = 1e-3
+        #: dropout and learning rate chosen on Beauty's validation item (benchmarks/bench_sasrec_beauty.py)
+        dropout: float = 0.2
+        learning_rate: float = 2e-3
         weight_decay: float = 0.0
         batch_size: int = 128
         #: upper bound; early stopping usually ends training sooner
-        epochs: int = 200
+        epochs: int = 100
         #: epochs without a better validation NDCG@10 before stopping; 0 trains all `epochs`
-        patience: int = 5
+        patience: int = 3
         #: validate on at most this many users (a seeded sample), to keep each epoch's check cheap
         valid_users: int = 10_000
         #: stop training after this many seconds (None: no limit); the best epoch so far is kept
