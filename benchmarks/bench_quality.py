@@ -94,6 +94,11 @@ def render(spec: dict[str, Any], res: dict[str, Any]) -> list[str]:
         lines.append(f"| _{label} (published)_ | {value if metric == 'recall@20' else '-'} | - | "
                      f"{value if metric == 'hr@10' else '-'} | - | - | - | - | - |")
     lines.append("")
+    shown = {m: v.get("params", {}) for m, v in models.items() if m not in FUSERS and v.get("params")}
+    if shown:
+        lines.append("Parameters as run: " + "; ".join(
+            f"{m} {json.dumps({k: x for k, x in p.items() if x is not None}, default=str)}" for m, p in shown.items()) + ".")
+        lines.append("")
     if best_gen:
         pop = models.get("pop", {}).get("metrics", {}).get(metric)
         top = models[best_gen]["metrics"][metric]
@@ -127,7 +132,7 @@ def _paired(res: dict[str, Any], a: str, b: str, metrics: tuple[str, ...] = ("nd
 def run(quick: bool = False) -> str:
     specs = [s for s in RUNS if not quick or s["key"] in QUICK]
     only = os.environ.get("FUSIONREC_BENCH_DATASETS")
-    if only:
+    if only is not None:  # "" re-renders the tables from benchmarks/out without running anything
         specs = [s for s in RUNS if s["key"] in only.split(",")]
     lines = ["## Accuracy: generators and fusion on the shared datasets", "",
              "Full ranking over all items (`fusionrec evaluate`), train items excluded unless the protocol says "
