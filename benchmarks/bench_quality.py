@@ -28,7 +28,7 @@ RUNS: list[dict[str, Any]] = [
     {"key": "ml-1m", "path": "bars_ultragcn/ml-1m", "format": "lightgcn", "protocol": "given",
      "models": GENERATORS + FUSERS, "metric": "recall@20", "anchors": {"UltraGCN": 0.2787}},
     {"key": "amazoncds", "path": "bars_ultragcn/amazoncds", "format": "lightgcn", "protocol": "given",
-     "models": ["pop", "itemknn", "rp3beta", "ease", "als", "userknn"], "metric": "recall@20", "anchors": {"UltraGCN": 0.1622}},
+     "models": ["pop", "itemknn", "rp3beta", "ease", "als", "userknn"] + FUSERS, "metric": "recall@20", "anchors": {"UltraGCN": 0.1622}},
     {"key": "beauty", "path": "amazon_s3rec/Beauty.txt.gz", "format": "s3rec", "protocol": "leave-last-out",
      "models": ["pop", "repeat", "itemknn", "rp3beta", "ease", "als", "sasrec"] + FUSERS, "metric": "hr@10",
      "anchors": {"SASRec-CE": 0.0533, "BERT4Rec": 0.0338}},
