@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = ROOT / "BENCHMARKS.md"
 #: the order sections appear in
-SECTIONS = ["ingest", "generate", "evaluation", "quality", "generators_gowalla", "sasrec_beauty", "serving"]
+SECTIONS = ["ingest", "generate", "evaluation", "quality", "speed", "generators_gowalla", "sasrec_beauty", "serving"]
 
 
 def machine() -> str:
