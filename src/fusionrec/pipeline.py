@@ -24,7 +24,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from fusionrec import schema as S
-from fusionrec.candidates.base import CandidateGenerator, Query, ScoredItems, iter_batches
+from fusionrec.candidates.base import CandidateGenerator, Query, ScoredItems, iter_batches, load_arrays, save_arrays
 from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions
 from fusionrec.data.vocabulary import Vocabulary
 from fusionrec.errors import ConfigError
@@ -433,16 +433,7 @@ class FusedPipeline(CandidateGenerator):
         self.users_.save(folder / "users.txt")
         for name, gen in self.generators_.items():
             gen.save(folder / "generators" / name)
-        arrays = {**self.item_features_.to_arrays(), **self.user_features_.to_arrays()}
-        flat: dict[str, np.ndarray] = {}
-        for k, v in arrays.items():
-            if sp.issparse(v):
-                c = sp.csr_matrix(v)
-                flat[f"{k}.data"], flat[f"{k}.indices"], flat[f"{k}.indptr"] = c.data, c.indices, c.indptr
-                flat[f"{k}.shape"] = np.asarray(c.shape)
-            else:
-                flat[k] = np.asarray(v)
-        np.savez(folder / "features.npz", **flat)
+        save_arrays(folder / "features.npz", {**self.item_features_.to_arrays(), **self.user_features_.to_arrays()})
         (folder / "feature_names.json").write_text(self.item_features_.names_json())
         fuser: dict[str, Any] = {"kind": self.fuser_.kind}
         if isinstance(self.fuser_, LambdaRankFuser):
@@ -466,13 +457,7 @@ class FusedPipeline(CandidateGenerator):
         obj.users_ = Vocabulary.load(folder / "users.txt")
         obj.n_items_ = len(obj.items_)
         obj.generators_ = {name: load_generator(folder / "generators" / name) for name in obj.cfg.generators}
-        with np.load(folder / "features.npz", allow_pickle=False) as z:
-            raw = {k: z[k] for k in z.files}
-        arrays: dict[str, Any] = {}
-        for key in {k.rsplit(".", 1)[0] for k in raw if k.endswith(".indptr")}:
-            arrays[key] = sp.csr_matrix((raw[f"{key}.data"], raw[f"{key}.indices"], raw[f"{key}.indptr"]),
-                                        shape=tuple(raw[f"{key}.shape"]))
-        arrays.update({k: v for k, v in raw.items() if k.rsplit(".", 1)[0] not in arrays})
+        arrays = load_arrays(folder / "features.npz")
         obj.item_features_ = ItemFeatures.from_arrays(arrays, (folder / "feature_names.json").read_text())
         obj.user_features_ = UserFeatures.from_arrays(arrays)
         fuser = json.loads((folder / "fuser.json").read_text())

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from fusionrec.data.interactions import Interactions
 from fusionrec.data.vocabulary import Vocabulary
 
-__all__ = ["ScoredItems", "Query", "CandidateGenerator", "top_n", "iter_batches"]
+__all__ = ["ScoredItems", "Query", "CandidateGenerator", "top_n", "iter_batches", "save_arrays", "load_arrays"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,31 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
     vals = np.take_along_axis(vals, order, axis=1).astype(np.float32)
     return idx, vals
+
+
+def save_arrays(path: Path, arrays: dict[str, Any]) -> None:
+    """Dense arrays and sparse matrices in one plain npz (sparse as KEY.data/.indices/.indptr/.shape)."""
+    flat: dict[str, np.ndarray] = {}
+    for key, value in arrays.items():
+        if sp.issparse(value):
+            csr = sp.csr_matrix(value)
+            flat[f"{key}.data"], flat[f"{key}.indices"], flat[f"{key}.indptr"] = csr.data, csr.indices, csr.indptr
+            flat[f"{key}.shape"] = np.asarray(csr.shape, np.int64)
+        else:
+            flat[key] = np.asarray(value)
+    np.savez(path, **flat)
+
+
+def load_arrays(path: Path) -> dict[str, Any]:
+    """The inverse of `save_arrays`, without unpickling."""
+    with np.load(path, allow_pickle=False) as z:
+        raw = {k: z[k] for k in z.files}
+    arrays: dict[str, Any] = {}
+    for key in {k.rsplit(".", 1)[0] for k in raw if k.endswith(".indptr")}:
+        arrays[key] = sp.csr_matrix((raw[f"{key}.data"], raw[f"{key}.indices"], raw[f"{key}.indptr"]),
+                                    shape=tuple(raw[f"{key}.shape"]))
+    arrays.update({k: v for k, v in raw.items() if k.rsplit(".", 1)[0] not in arrays})
+    return arrays
 
 
 def iter_batches(n: int, size: int) -> Iterator[slice]:
@@ -181,15 +206,7 @@ class CandidateGenerator(ABC):
         (folder / "config.json").write_text(json.dumps({"name": self.name, "config": self.config()}, indent=1))
         self.items_.save(folder / "items.txt")
         self.users_.save(folder / "users.txt")
-        flat: dict[str, np.ndarray] = {}
-        for key, value in self._state().items():
-            if sp.issparse(value):
-                csr = sp.csr_matrix(value)
-                flat[f"{key}.data"], flat[f"{key}.indices"], flat[f"{key}.indptr"] = csr.data, csr.indices, csr.indptr
-                flat[f"{key}.shape"] = np.asarray(csr.shape, np.int64)
-            else:
-                flat[key] = np.asarray(value)
-        np.savez(folder / "state.npz", **flat)
+        save_arrays(folder / "state.npz", self._state())
 
     @classmethod
     def load(cls, folder: Path) -> "CandidateGenerator":
@@ -200,14 +217,7 @@ class CandidateGenerator(ABC):
         obj.users_ = Vocabulary.load(folder / "users.txt")
         obj.n_items_ = len(obj.items_)
         obj.n_users_ = len(obj.users_)
-        with np.load(folder / "state.npz", allow_pickle=False) as z:
-            raw = {k: z[k] for k in z.files}
-        arrays: dict[str, Any] = {}
-        for key in {k.rsplit(".", 1)[0] for k in raw if k.endswith(".indptr")}:
-            arrays[key] = sp.csr_matrix((raw[f"{key}.data"], raw[f"{key}.indices"], raw[f"{key}.indptr"]),
-                                        shape=tuple(raw[f"{key}.shape"]))
-        arrays.update({k: v for k, v in raw.items() if k.rsplit(".", 1)[0] not in arrays})
-        obj._load_state(arrays)
+        obj._load_state(load_arrays(folder / "state.npz"))
         return obj
 
     @classmethod
