@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from fusionrec.candidates.base import CandidateGenerator
 from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
-from fusionrec.data.interactions import Interactions, InteractionWeighting
+from fusionrec.data.interactions import Interactions, min_per_pair
 
 __all__ = ["Repeat"]
 
@@ -36,15 +36,14 @@ class Repeat(CandidateGenerator):
         self.cfg = cfg if cfg is not None else self.Config()
 
     def _fit(self, data: Interactions) -> None:
-        from fusionrec.features.tables import _min_duplicates
-
         self.fallback_ = popularity_fallback(data) * 1e-3  # below any real history item
         if self.cfg.half_life_days and data.has_time:
             ev = data.events
             t = ev["t"].to_numpy()
             age = np.nan_to_num((data.now() - t) / 86400.0, nan=0.0)
-            last = _min_duplicates(ev["user_idx"].to_numpy(), ev["item_idx"].to_numpy(), age, data.n_users, data.n_items)
-            last.data = np.power(0.5, last.data / self.cfg.half_life_days).astype(np.float32)
+            last = min_per_pair(ev["user_idx"].to_numpy(), ev["item_idx"].to_numpy(), age, data.n_users, data.n_items)
+            # floored so that a very old item keeps a tiny weight instead of underflowing to "no known age"
+            last.data = np.maximum(np.power(0.5, last.data / self.cfg.half_life_days), 1e-30).astype(np.float32)
             self.decay_ = last
         else:
             self.decay_ = sp.csr_matrix((data.n_users, data.n_items), dtype=np.float32)
@@ -55,13 +54,13 @@ class Repeat(CandidateGenerator):
         known = (users >= 0) & (users < self.decay_.shape[0])
         if self.decay_.nnz and known.any():
             rows = np.flatnonzero(known)
-            d = self.decay_[users[known]]
-            # items with a known age decay; items added live (absent from decay_) keep full weight
-            live = (h[rows] != 0).astype(np.float32) - (d != 0).astype(np.float32).multiply(h[rows] != 0)
-            factor = d + live
-            h = h.tolil()
-            h[rows] = sp.csr_matrix(h[rows]).multiply(factor)
-            h = h.tocsr()
+            pick = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, users[known])),
+                                 shape=(len(users), self.decay_.shape[0]))
+            mask = (h != 0).astype(np.float32)
+            d = sp.csr_matrix((pick @ self.decay_)[:, : h.shape[1]]).multiply(mask).tocsr()
+            # history items with a known age decay; unknown users' items and items added live keep weight 1
+            factor = mask - (d != 0).astype(np.float32) + d
+            h = sp.csr_matrix(h.multiply(factor))
         s = h.toarray()
         empty = np.diff(h.indptr) == 0
         s = s + self.fallback_[None, : s.shape[1]]

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from fusionrec import schema as S
 from fusionrec.data.vocabulary import Vocabulary
 
-__all__ = ["Interactions", "InteractionWeighting"]
+__all__ = ["Interactions", "InteractionWeighting", "min_per_pair"]
 
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
@@ -174,6 +174,17 @@ class Interactions:
         """The same vocabularies, only the events where `mask` is true."""
         return Interactions(events=self.events.filter(pl.Series(mask)), users=self.users, items=self.items,
                             catalogue=self.catalogue, weighting=self.weighting)
+
+
+def min_per_pair(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_r: int, n_c: int) -> sp.csr_matrix:
+    """CSR [n_r, n_c] holding, per (row, col), the minimum value among duplicates (e.g. the newest event's age)."""
+    key = rows.astype(np.int64) * n_c + cols
+    order = np.lexsort((vals, key))
+    k = key[order]
+    first = np.ones(len(k), bool)
+    first[1:] = k[1:] != k[:-1]
+    sel = order[first]
+    return sp.csr_matrix((vals[sel].astype(np.float32), (rows[sel], cols[sel])), shape=(n_r, n_c))
 
 
 def _map_ids(ids: pl.Series, vocab: Vocabulary) -> np.ndarray:

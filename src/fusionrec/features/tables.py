@@ -16,7 +16,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from fusionrec import schema as S
-from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions
+from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions, min_per_pair
 
 __all__ = ["ItemFeatures", "UserFeatures", "pair_features", "ITEM_FEATURES", "USER_FEATURES", "PAIR_FEATURES"]
 
@@ -50,6 +50,19 @@ class ItemFeatures:
     consumable: np.ndarray  # bool
     category_names: list[str] = field(default_factory=list)
     brand_names: list[str] = field(default_factory=list)
+    _onehots: dict[tuple[str, int], sp.csr_matrix | None] = field(default_factory=dict, repr=False, compare=False)
+
+    def onehot(self, kind: str, n_items: int) -> sp.csr_matrix | None:
+        """[n_items, n_codes] indicator of each item's category or brand (None if no item has one), cached:
+        the online path needs it for every request."""
+        key = (kind, n_items)
+        if key not in self._onehots:
+            codes = (self.category if kind == "category" else self.brand)[:n_items]
+            valid = codes >= 0
+            self._onehots[key] = None if not valid.any() else sp.csr_matrix(
+                (np.ones(int(valid.sum()), np.float32), (np.flatnonzero(valid), codes[valid])),
+                shape=(n_items, int(codes.max()) + 1))
+        return self._onehots[key]
 
     @classmethod
     def build(cls, data: Interactions) -> "ItemFeatures":
@@ -178,7 +191,7 @@ class UserFeatures:
             np.fmax.at(last, users, t)
             out[:, 1] = np.nan_to_num((now - last) / _DAY, nan=-1.0)
             age = np.nan_to_num((now - t) / _DAY, nan=0.0) + 1.0
-            ls = _min_duplicates(users, it, age, n_u, n_i)  # the most recent event per pair
+            ls = min_per_pair(users, it, age, n_u, n_i)  # the most recent event per pair
         else:
             out[:, 1] = -1.0
             ls = sp.csr_matrix((n_u, n_i), dtype=np.float32)
@@ -223,17 +236,6 @@ class UserFeatures:
                    last_seen=a["last_seen"], now=float(a["now"][0]))
 
 
-def _min_duplicates(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_r: int, n_c: int) -> sp.csr_matrix:
-    """CSR with the minimum value per (row, col) among duplicates."""
-    key = rows.astype(np.int64) * n_c + cols
-    order = np.lexsort((vals, key))
-    k = key[order]
-    first = np.ones(len(k), bool)
-    first[1:] = k[1:] != k[:-1]
-    sel = order[first]
-    return sp.csr_matrix((vals[sel].astype(np.float32), (rows[sel], cols[sel])), shape=(n_r, n_c))
-
-
 def _gather(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """m[rows[k], cols[k]] for all k, vectorised (zeros where absent)."""
     if m.nnz == 0 or len(rows) == 0:
@@ -264,13 +266,10 @@ def pair_features(users: np.ndarray, histories: sp.csr_matrix, rows: np.ndarray,
     n_items = h.shape[1]
     total = np.asarray(h.sum(axis=1)).ravel()
     total = np.where(total > 0, total, 1.0)
-    for col, codes in ((6, item_f.category), (7, item_f.brand)):
-        codes = codes[:n_items]
-        valid = codes >= 0
-        if not valid.any():
+    for col, kind, codes in ((6, "category", item_f.category), (7, "brand", item_f.brand)):
+        onehot = item_f.onehot(kind, n_items)
+        if onehot is None:
             continue
-        onehot = sp.csr_matrix((np.ones(int(valid.sum()), np.float32), (np.flatnonzero(valid), codes[valid])),
-                               shape=(n_items, int(codes.max()) + 1))
         affinity = sp.csr_matrix(h @ onehot)  # [B, n_codes], sparse
         c = codes[items]
         ok = c >= 0
