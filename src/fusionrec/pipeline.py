@@ -12,6 +12,7 @@ the window, then refits the generators on all of `data` and keeps the fuser.
 from __future__ import annotations
 
 import json
+import re
 import time
 import tomllib
 from collections import OrderedDict
@@ -33,6 +34,8 @@ from fusionrec.rerank.explain import Explanation
 from fusionrec.rerank.rules import ItemCatalog, RequestFilters, Reranker, RerankConfig
 from fusionrec.ranking.fusers import (BestSingle, CandidateTable, LambdaRankFuser, LinearBlend, ReciprocalRankFusion,
                                       ndcg_on_table, top_per_row)
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 __all__ = ["FusedPipeline", "PipelineConfig", "Recommendation", "load_pipeline_config", "GRADES"]
 
@@ -375,11 +378,7 @@ class FusedPipeline(CandidateGenerator):
         """
         from fusionrec.rerank.explain import history_contributions
 
-        hist = query.history_row(self.n_items_)
-        ex = None
-        if query.exclude is not None and len(query.exclude):
-            ex = sp.csr_matrix((np.ones(len(query.exclude), np.float32),
-                                (np.zeros(len(query.exclude), np.int64), query.exclude)), shape=(1, self.n_items_))
+        hist, ex = query.history_row(self.n_items_), query.exclude_row(self.n_items_)
         users = np.asarray([query.user], np.int64)
         table, fused = self.fused_table(users, hist, ex, live=live)
         order = np.argsort(-fused, kind="stable")[:n_pool]
@@ -414,11 +413,7 @@ class FusedPipeline(CandidateGenerator):
                            consumable=f.consumable, category_names=f.category_names, brand_names=f.brand_names)
 
     def candidates(self, query: Query, n: int) -> ScoredItems:
-        hist = query.history_row(self.n_items_)
-        ex = None
-        if query.exclude is not None and len(query.exclude):
-            ex = sp.csr_matrix((np.ones(len(query.exclude), np.float32), (np.zeros(len(query.exclude), np.int64),
-                                query.exclude)), shape=(1, self.n_items_))
+        hist, ex = query.history_row(self.n_items_), query.exclude_row(self.n_items_)
         items, scores = self.recommend(np.asarray([query.user], np.int64), hist, n, exclude=ex)
         keep = np.isfinite(scores[0])
         return ScoredItems(items[0][keep], scores[0][keep])
@@ -456,6 +451,9 @@ class FusedPipeline(CandidateGenerator):
         obj.items_ = Vocabulary.load(folder / "items.txt")
         obj.users_ = Vocabulary.load(folder / "users.txt")
         obj.n_items_ = len(obj.items_)
+        bad = [n for n in obj.cfg.generators if not _PLAIN_NAME.fullmatch(n) or n in (".", "..")]
+        if bad:  # a name is a folder under generators/: never a path out of the version folder
+            raise ValueError(f"{folder}/config.json: generator names {bad!r} are not plain names")
         obj.generators_ = {name: load_generator(folder / "generators" / name) for name in obj.cfg.generators}
         arrays = load_arrays(folder / "features.npz")
         obj.item_features_ = ItemFeatures.from_arrays(arrays, (folder / "feature_names.json").read_text())

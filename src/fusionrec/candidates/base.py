@@ -51,6 +51,14 @@ class Query:
         row.sum_duplicates()
         return row
 
+    def exclude_row(self, n_items: int) -> sp.csr_matrix | None:
+        """[1, n_items] indicator of the excluded items, or None when nothing is excluded."""
+        if self.exclude is None or not len(self.exclude):
+            return None
+        ex = np.asarray(self.exclude, np.int64)
+        ex = ex[(ex >= 0) & (ex < n_items)]
+        return sp.csr_matrix((np.ones(len(ex), np.float32), (np.zeros(len(ex), np.int64), ex)), shape=(1, n_items))
+
 
 def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-n of a dense [B, I] score block: (indices, scores), best first. -inf is never chosen."""
