@@ -6,6 +6,7 @@ so FastAPI runs them in its thread pool and numpy work never blocks the event lo
 
 from __future__ import annotations
 
+import errno
 import logging
 import uuid
 from contextlib import asynccontextmanager
@@ -47,6 +48,21 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
               for e in exc.errors()[:20]]
     summary = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in errors[:5])
     return JSONResponse({"detail": errors, "error": summary}, status_code=422)
+
+
+def _store_refusal(exc: BaseException, outcome: str = "nothing was stored") -> HTTPException:
+    """503 for a store that cannot write (read-only, disk full, I/O error, busy), naming the cause."""
+    text = str(exc).lower()
+    if isinstance(exc, TimeoutError):
+        why = "the event store is busy"
+    elif "read-only" in text or "read only" in text or getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES):
+        why = "the event store is read-only (opened read-only, or its file or folder is not writable)"
+    elif any(t in text for t in ("no space", "disk is full", "file too large", "quota")) or getattr(
+            exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        why = "the disk holding the event store is full (or a size limit was reached)"
+    else:
+        why = f"the event store could not write ({type(exc).__name__})"
+    return HTTPException(503, f"{why}; {outcome}, retry later", headers={"Retry-After": "1"})
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -121,15 +137,18 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
                 if e.get("user_id"):
                     e["user_id"] = state.stored_id(e["user_id"])
             result = state.ingest(events)
-        except (TimeoutError, duckdb.Error) as exc:  # nothing was acknowledged: the client may retry
+        except (TimeoutError, OSError, duckdb.Error) as exc:  # nothing was acknowledged: the client may retry
             log.error("events not stored: %s", exc)
-            raise HTTPException(503, "the event store could not take the events now; nothing was stored, "
-                                     "retry later", headers={"Retry-After": "1"}) from None
+            raise _store_refusal(exc) from None
         return {"accepted": len(result.accepted), "rejected": result.rejected}
 
     @app.delete("/users/{user_id}", response_model=ForgetResult, dependencies=writer, tags=["users"])
     def forget_user(user_id: UserId) -> dict[str, Any]:
-        return {**state.forget(state.stored_id(user_id)), "user_id": user_id}
+        try:
+            return {**state.forget(state.stored_id(user_id)), "user_id": user_id}
+        except (TimeoutError, OSError, duckdb.Error) as exc:  # the store kept the user: say so, the client retries
+            log.error("forget not done: %s", exc)
+            raise _store_refusal(exc, "the user's events were not deleted") from None
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     def metrics() -> Response:
@@ -158,4 +177,7 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
     def reload() -> dict[str, Any]:
         return state.reload(force=False)
 
+    from fusionrec.ui import mount_ui  # the dashboard and storefront at /ui: reads, plus the endpoints above
+
+    mount_ui(app, state)
     return app
