@@ -13,7 +13,7 @@ from fusionrec import schema as S
 from fusionrec.candidates.base import CandidateGenerator, ScoredItems
 from fusionrec.data.interactions import ITEM_IDX, Interactions
 
-__all__ = ["Popularity", "Trending", "popularity_fallback", "apply_fallback"]
+__all__ = ["Popularity", "Trending", "CategoryPopularity", "popularity_fallback", "apply_fallback"]
 
 
 def _normalised(counts: np.ndarray) -> np.ndarray:
@@ -153,3 +153,16 @@ class Trending(Popularity):
     @dataclass(frozen=True)
     class Config(Popularity.Config):
         half_life_days: float | None = 7.0
+
+
+class CategoryPopularity(Popularity):
+    """"Popular in your categories": an item's popularity within its category, weighted by the share of
+    the user's history in that category (`category_mix` = 1), with a little global popularity mixed in
+    below 1. Users without history, or catalogues without categories, get global popularity."""
+
+    name: ClassVar[str] = "catpop"
+
+    @dataclass(frozen=True)
+    class Config(Popularity.Config):
+        category_mix: float = 0.9
+

@@ -18,7 +18,7 @@ from fusionrec.candidates.base import CandidateGenerator
 from fusionrec.candidates.covisitation import SessionCoVisitation
 from fusionrec.candidates.ease import EASE
 from fusionrec.candidates.itemknn import ItemKNN
-from fusionrec.candidates.popularity import Popularity, Trending
+from fusionrec.candidates.popularity import CategoryPopularity, Popularity, Trending
 from fusionrec.candidates.content import ContentEmbedding, ContentTfidf
 from fusionrec.candidates.repeat import Repeat
 from fusionrec.candidates.rp3beta import RP3beta
@@ -41,8 +41,8 @@ def register(cls: type[CandidateGenerator]) -> type[CandidateGenerator]:
     return cls
 
 
-for _cls in (Popularity, Trending, ItemKNN, SessionCoVisitation, UserKNN, RP3beta, EASE, ALS, BPR, Repeat,
-             ContentTfidf, ContentEmbedding, SASRec):
+for _cls in (Popularity, Trending, CategoryPopularity, ItemKNN, SessionCoVisitation, UserKNN, RP3beta, EASE, ALS, BPR,
+             Repeat, ContentTfidf, ContentEmbedding, SASRec):
     register(_cls)
 
 
