@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = ROOT / "BENCHMARKS.md"
 #: the order sections appear in
-SECTIONS = ["ingest", "generate", "evaluation", "quality", "speed", "generators_gowalla", "sasrec_beauty", "serving"]
+SECTIONS = ["ingest", "generate", "evaluation", "quality", "diversity", "ranking", "speed", "generators_gowalla", "sasrec_beauty", "serving", "soak", "spark"]
 
 
 def machine() -> str:
@@ -70,7 +70,6 @@ def main() -> None:
     unknown = set(wanted) - set(available)
     if unknown:
         sys.exit(f"unknown sections {sorted(unknown)}; available: {', '.join(available)}")
-    sections = existing_sections()
     for name in wanted:
         t0 = time.perf_counter()
         print(f"== {name}", flush=True)
@@ -78,6 +77,7 @@ def main() -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         cmd = f"python benchmarks/run.py --only {name}" + (" --quick" if args.quick else "")
         load = os.getloadavg()[0]
+        sections = existing_sections()  # read at write time: another run may have refreshed other sections
         sections[name] = (f"{body.strip()}\n\n_Measured {stamp} in {time.perf_counter() - t0:.0f} s (load average "
                           f"{load:.1f} on {os.cpu_count()} cores at the end); rerun: `{cmd}`._")
         write(sections)

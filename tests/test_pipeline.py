@@ -87,3 +87,54 @@ def test_anonymous_session_is_adapted(fitted, shop_data):
     seed_item = int(np.argmax(np.diff(sim.indptr)))
     session = fitted.recommend_query(Query(user=-1, history=np.array([seed_item])), 10)
     assert [r.item for r in session] != [r.item for r in empty]
+
+
+def test_label_grades_come_from_the_config(shop_data):
+    graded = FusedPipeline(PipelineConfig(generators=GENS, valid_days=7))._holdout(shop_data)[1]
+    assert graded.max() == 4  # a purchase in the validation window outranks a view (1)
+    flat = FusedPipeline(PipelineConfig(generators=GENS, valid_days=7,
+                                        label_grades={"view": 1, "click": 1, "fav": 1, "cart": 1, "buy": 1}))
+    labels = flat._holdout(shop_data)[1]
+    assert labels.nnz == graded.nnz and set(np.unique(labels.data)) == {1.0}
+    with pytest.raises(Exception, match="label_grades"):
+        PipelineConfig(generators=GENS, label_grades={"buy": 0})
+
+
+def test_ranker_guard_serves_the_best_generator_when_the_ranker_loses_on_validation(shop_data):
+    # a ranker that cannot split (no leaf may be that large) scores every candidate alike: worse than a generator
+    useless = {"n_estimators": 2, "min_child_samples": 10**8, "early_stopping_rounds": 1}
+    guarded = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker=useless)).fit(shop_data)
+    rep = guarded.report_
+    best = max(rep["valid_ndcg@20_heldout_per_generator"], key=rep["valid_ndcg@20_heldout_per_generator"].get)
+    assert "ranker_guard" in rep and best in rep["ranker_guard"]
+    users = np.arange(30)
+    h = shop_data.matrix()[users]
+    fused, _ = guarded.recommend(users, h, 10, exclude=h)
+    alone, _ = guarded.generators_[best].recommend(users, h, 10, exclude=h)
+    assert np.array_equal(fused, alone)
+    unguarded = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker=useless,
+                                             ranker_guard=False)).fit(shop_data)
+    assert "ranker_guard" not in unguarded.report_ and unguarded.fuser_.kind == "lambdarank"
+
+
+def test_mmr_diversifies_by_item_neighbourhoods_when_the_catalogue_has_no_categories():
+    from fusionrec.rerank.rules import Reranker, RerankConfig
+
+    shop = generate_shop(ShopConfig(n_users=400, n_items=300, n_events=40_000, seed=4))
+    data = Interactions.from_frame(shop.events)  # no catalogue: every category unknown
+    pipe = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1,
+                                        ranker={"n_estimators": 30})).fit(data)
+    h = data.matrix()
+    plain = Reranker(RerankConfig(), pipe.catalog())
+    diverse = Reranker(RerankConfig(mmr_lambda=0.3), pipe.catalog())
+    changed, spread = 0, []
+    for u in range(20):
+        q = Query(user=u, history=h[u].indices.astype(np.int64), history_weights=h[u].data)
+        a = [r.item for r in pipe.recommend_query(q, 10, reranker=plain)]
+        b = [r.item for r in pipe.recommend_query(q, 10, reranker=diverse)]
+        changed += a != b
+        sa, sb = pipe.item_similarity(np.asarray(a)), pipe.item_similarity(np.asarray(b))
+        spread.append((sa[np.triu_indices(10, 1)].mean(), sb[np.triu_indices(10, 1)].mean()))
+    assert changed >= 10
+    before, after = np.mean(spread, axis=0)
+    assert after < before  # the diversified lists hold less similar items

@@ -69,6 +69,12 @@ class PipelineConfig:
     valid_share: float = 0.2  # random holdout: share of each user's items
     max_train_users: int = 20_000
     exclude_seen: bool = True
+    #: lambdarank only: keep the best single generator instead when the ranker does not beat it on the
+    #: held-out validation users (a decision made on validation data only, recorded in the fit report)
+    ranker_guard: bool = True
+    #: the ranker's label per behaviour in the validation window (a pair's best behaviour counts), from
+    #: 1 to 8; e.g. every behaviour 1 when a view is worth as much as a purchase to the shop
+    label_grades: dict[str, int] = field(default_factory=lambda: dict(GRADES))
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -78,6 +84,9 @@ class PipelineConfig:
             raise ConfigError(f"holdout: {self.holdout!r} is not one of auto, time, last, random")
         if not self.generators:
             raise ConfigError("generators: a pipeline needs at least one generator")
+        bad = {b: g for b, g in self.label_grades.items() if not (isinstance(g, int) and 1 <= g <= 8)}
+        if bad:
+            raise ConfigError(f"label_grades: grades must be whole numbers from 1 to 8, got {bad}")
         if self.n_candidates < 1:
             raise ConfigError("n_candidates must be at least 1")
 
@@ -170,7 +179,8 @@ class FusedPipeline(CandidateGenerator):
     def _fit(self, data: Interactions) -> None:
         t0 = time.perf_counter()
         report: dict[str, Any] = {"fuser": self.cfg.fuser}
-        key = ("holdout", _fingerprint(data), self.cfg.holdout, self.cfg.valid_days, self.cfg.valid_share, self.cfg.seed)
+        key = ("holdout", _fingerprint(data), self.cfg.holdout, self.cfg.valid_days, self.cfg.valid_share, self.cfg.seed,
+               tuple(sorted(self.cfg.label_grades.items())))
         pre, labels, how = _cached(key, lambda: self._holdout(data))
         report["holdout"] = how
         if self.cfg.fuser != "rrf":
@@ -214,7 +224,7 @@ class FusedPipeline(CandidateGenerator):
                 how = f"random: {self.cfg.valid_share:.0%} of each user's training items label the ranker"
         pre = data.subset(~held)
         lab_ev = ev.filter(pl.Series(held))
-        grade = lab_ev[S.BEHAVIOR].replace_strict(GRADES, default=1, return_dtype=pl.Float32).to_numpy()
+        grade = lab_ev[S.BEHAVIOR].replace_strict(self.cfg.label_grades, default=1, return_dtype=pl.Float32).to_numpy()
         rows, cols = lab_ev[USER_IDX].to_numpy(), lab_ev[ITEM_IDX].to_numpy()
         # max grade per pair (a view then a buy of the same item is a buy), not the sum
         key = rows.astype(np.int64) * data.n_items + cols
@@ -284,6 +294,19 @@ class FusedPipeline(CandidateGenerator):
             remap[vr] = np.arange(len(vr))
             report["valid_ndcg@20_heldout_users"] = round(ndcg_on_table(
                 remap[table.rows[sel]], fused[sel], y[sel], n_relevant[vr]), 4)
+            # the same users ranked by each generator alone: what the ranker must beat
+            alone = [ndcg_on_table(remap[table.rows[sel]], np.nan_to_num(table.scores[sel, j], nan=-1e30),
+                                   y[sel], n_relevant[vr]) for j in range(len(table.generators))]
+            report["valid_ndcg@20_heldout_per_generator"] = dict(zip(table.generators, (round(a, 4) for a in alone)))
+            best = int(np.argmax(alone))
+            ranker = ndcg_on_table(remap[table.rows[sel]], fused[sel], y[sel], n_relevant[vr])
+            if cfg.ranker_guard and ranker < alone[best]:
+                self.fuser_ = BestSingle()
+                self.fuser_.index_ = best
+                report["ranker_guard"] = (f"the ranker ({ranker:.4f}) did not beat {table.generators[best]} "
+                                          f"({alone[best]:.4f}) on held-out validation users: serving "
+                                          f"{table.generators[best]} alone")
+                fused = self.fuser_.predict(table)
         report["valid_ndcg@20_fused_in_sample"] = round(ndcg_on_table(table.rows, fused, y, n_relevant), 4)
 
     # -- candidates and features --------------------------------------------------------------
@@ -387,7 +410,10 @@ class FusedPipeline(CandidateGenerator):
         proposed = table.proposed[order]
         reranker = reranker or Reranker(RerankConfig(), self.catalog())
         pos = {int(i): p for p, i in enumerate(items)}
-        items, scores = reranker.rerank(items, scores, n, filters)
+        sim = None
+        if reranker.config.mmr_lambda < 1.0 and not (reranker.catalog.category[items] >= 0).any():
+            sim = self.item_similarity(items)  # no categories to diversify over: content or co-occurrence
+        items, scores = reranker.rerank(items, scores, n, filters, similarity=sim)
         picked = np.asarray([pos[int(i)] for i in items], np.int64)
         sim = self.explaining_similarity()
         because = history_contributions(hist, sim, items) if sim is not None else [[] for _ in items]
@@ -405,6 +431,23 @@ class FusedPipeline(CandidateGenerator):
             if sim is not None:
                 return sim
         return None
+
+    def item_similarity(self, items: np.ndarray) -> np.ndarray | None:
+        """[len(items)]^2 similarity in [0, 1] for MMR where the catalogue has no categories: the cosine
+        of content vectors when a content generator is fused, else the item-kNN neighbourhoods."""
+        for gen in self.generators_.values():
+            vec = getattr(gen, "vectors_", None)
+            if vec is not None and vec.shape[1]:
+                v = vec[items]
+                s = v @ v.T
+                return np.clip(np.asarray(s.toarray() if sp.issparse(s) else s, np.float64), 0.0, 1.0)
+        knn = self.explaining_similarity()
+        if knn is None:
+            return None
+        s = knn[items][:, items].toarray().astype(np.float64)
+        s = np.maximum(s, s.T)
+        top = s.max()
+        return s / top if top > 0 else s
 
     def catalog(self) -> ItemCatalog:
         """Stock, price, category and brand per item, for filters and rules."""
