@@ -138,3 +138,23 @@ def test_mmr_diversifies_by_item_neighbourhoods_when_the_catalogue_has_no_catego
     assert changed >= 10
     before, after = np.mean(spread, axis=0)
     assert after < before  # the diversified lists hold less similar items
+
+
+def test_a_new_item_without_interactions_enters_through_content():
+    shop = generate_shop(ShopConfig(n_users=400, n_items=300, n_events=40_000, seed=3))
+    twin = shop.events.group_by("item_id").len().sort(["len", "item_id"], descending=True)["item_id"][0]
+    # a new product listed like a best seller, never viewed by anyone
+    clone = shop.items.filter(pl.col("item_id") == twin).with_columns(pl.lit("NEW-1").alias("item_id"))
+    data = Interactions.from_frame(shop.events, catalogue=pl.concat([shop.items, clone]))
+    new, tw = data.items.index("NEW-1"), data.items.index(twin)
+    h = data.matrix()
+    assert h[:, new].nnz == 0
+    pipe = FusedPipeline(PipelineConfig(generators={**GENS, "content": {}}, n_candidates=40, seed=1,
+                                        ranker={"n_estimators": 60})).fit(data)
+    fans = np.flatnonzero(h[:, tw].toarray().ravel() > 0)[:50]
+    top, _ = pipe.recommend(fans, h[fans], 20, exclude=h[fans])
+    assert np.mean([new in row for row in top]) >= 0.5  # most of the twin's buyers are shown the new one
+    # an anonymous visitor who just viewed the best seller: content proposes the new item
+    visit = Query(user=-1, history=np.array([tw])).history_row(data.n_items)
+    table, _ = pipe.fused_table(np.array([-1]), visit, None)
+    assert new in table.items[table.proposed[:, table.generators.index("content")]]
