@@ -192,7 +192,10 @@ class EventWriter:
                 con.execute("DROP TABLE _api_staged")
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except Exception:  # a failed COMMIT (disk full) already ended the transaction: keep its error
+                    pass
                 raise
         finally:
             con.unregister("_api_events")

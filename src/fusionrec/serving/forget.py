@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from fusionrec import schema as S
+from fusionrec.crypto import read_artefact, write_artefact
 from fusionrec.serving.versions import MANIFEST, list_versions, registry_lock, rewrite_manifest
 
 __all__ = ["pseudonym", "forget_in_store", "forget_in_versions", "forget_user", "AUDIT_DDL"]
@@ -88,9 +90,10 @@ def _write_text(path: Path, text: str) -> None:
         raise
 
 
-def _forget_rows(npz: Path, row: int, n_users: int) -> bool:
-    """Zero the user's row of every per-user array in an npz; True when anything changed."""
-    with np.load(npz, allow_pickle=False) as z:
+def _forget_rows(npz: Path, row: int, n_users: int, secret: str | None = None, name: str = "",
+                 encrypted: bool = False) -> bool:
+    """Zero the user's row of every per-user array in an npz (encrypted when the version is); True when changed."""
+    with np.load(io.BytesIO(read_artefact(npz, secret, name)), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     changed = False
     for key in PER_USER_DENSE:
@@ -112,27 +115,46 @@ def _forget_rows(npz: Path, row: int, n_users: int) -> bool:
             arrays[f"{key}.indptr"] = indptr
             changed = True
     if changed:
-        _save_npz(npz, arrays)
+        if encrypted:
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            write_artefact(npz, buf.getvalue(), secret, name, encrypt=True)
+        else:
+            _save_npz(npz, arrays)
     return changed
 
 
 def _forget_in_version(folder: Path, user_id: str) -> bool:
     if not (folder / MANIFEST).is_file():
         return False
+    encrypted = bool(json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("encryption"))
+    secret = None
+    if encrypted:  # a missing or wrong key raises: forgetting must never skip a version silently
+        from fusionrec.config import read_secrets
+
+        secret = read_secrets().store_key
     changed: list[str] = []
+    root = folder.resolve()
     for users_txt in sorted(folder.rglob("users.txt")):
-        text = users_txt.read_text(encoding="utf-8")
+        if users_txt.is_symlink() or root not in users_txt.resolve().parents:
+            continue  # never read or write through a link out of the version folder
+        rel = users_txt.relative_to(folder).as_posix()
+        text = read_artefact(users_txt, secret, rel).decode("utf-8")
         ids = text.split("\n")[:-1] if text else []
         try:
             row = ids.index(user_id)
         except ValueError:
             continue
         ids[row] = f"forgotten:{uuid.uuid4().hex}"  # keeps the other users' indices; matches no real id
-        _write_text(users_txt, "\n".join(ids) + "\n")
-        changed.append(users_txt.relative_to(folder).as_posix())
+        if encrypted:
+            write_artefact(users_txt, ("\n".join(ids) + "\n").encode("utf-8"), secret, rel, encrypt=True)
+        else:
+            _write_text(users_txt, "\n".join(ids) + "\n")
+        changed.append(rel)
         for npz_name in ("state.npz", "features.npz"):
             npz = users_txt.parent / npz_name
-            if npz.is_file() and _forget_rows(npz, row, len(ids)):
+            npz_rel = npz.relative_to(folder).as_posix()
+            if npz.is_file() and not npz.is_symlink() and _forget_rows(npz, row, len(ids), secret, npz_rel, encrypted):
                 changed.append(npz.relative_to(folder).as_posix())
     if changed:
         rewrite_manifest(folder, changed, note={"action": "forget", "at": datetime.now(timezone.utc).isoformat(),

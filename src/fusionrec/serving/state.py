@@ -25,7 +25,8 @@ from fusionrec.serving.metrics import ServingMetrics
 from fusionrec.serving.model import ServingModel
 from fusionrec.serving.recommender import Recommender
 from fusionrec.serving.settings import ServingSettings
-from fusionrec.serving.versions import ModelLoadError, load_newest_valid, load_version, read_current, set_current
+from fusionrec.serving.versions import (ModelLoadError, load_newest_valid, load_version, read_current, set_current,
+                                       version_path)
 from fusionrec.store.event_store import EventStore
 
 __all__ = ["ServerState"]
@@ -91,9 +92,11 @@ class ServerState:
             for v in exp.variants:
                 if v.model == "current":
                     continue
-                path = Path(v.model)
-                folder = path if path.is_absolute() or path.exists() else self.model_dir / v.model
                 try:
+                    # an absolute path is the operator's explicit choice; anything else must be a version
+                    # name inside the model directory (no `..`, no symlink out of it)
+                    path = Path(v.model)
+                    folder = path if path.is_absolute() else version_path(self.model_dir, v.model)
                     self.variant_models[(exp.name, v.name)] = self._build(load_version(folder))
                 except ModelLoadError as exc:
                     self.metrics.refused.inc()
@@ -127,7 +130,7 @@ class ServerState:
         if key in self._refused and not force:
             return {"model_version": serving, "swapped": False, "error": "refused earlier"}
         try:
-            model = self._build(load_version(folder))
+            model = self._build(load_version(version_path(self.model_dir, name)))
         except ModelLoadError as exc:
             self._refused.add(key)
             self.metrics.refused.inc()
@@ -195,6 +198,7 @@ class ServerState:
             self.metrics.retrains.labels("failed").inc()
         finally:
             self._retrain_lock.release()
+            _release_memory()
 
     # -- events and forgetting ------------------------------------------------------------------
     def stored_id(self, user_id: str) -> str:
@@ -264,3 +268,17 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def _release_memory() -> None:
+    """Hand the training's freed memory back to the OS: glibc keeps it in the retrain thread's arena
+    otherwise, and a long-running server would grow by a training's peak at every retrain."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

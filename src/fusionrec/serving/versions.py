@@ -11,6 +11,11 @@ Layout of a model directory::
 A version folder is written under a temporary name and renamed into place only when complete, and
 its manifest (written last) lists the sha256 and size of every file. Loading checks all of them, so
 a truncated, edited or half-written version is refused with a reason instead of being served.
+
+When FUSIONREC_STORE_KEY is set, every file of a new version but the manifest is encrypted with
+AES-256-GCM (see `fusionrec.crypto`) and the manifest says so; the checksums are those of the
+encrypted files, so they are checked before anything is decrypted. Loading decrypts into a private
+temporary folder in memory (/dev/shm) that is removed as soon as the pipeline is loaded.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from fusionrec.crypto import CIPHER, ArtefactKeyError, decrypted_copy, encrypt_file, key_id
 from fusionrec.errors import FusionrecError
 
-__all__ = ["ModelLoadError", "LoadedVersion", "MANIFEST", "write_version", "load_version", "resolve_version",
+__all__ = ["ModelLoadError", "LoadedVersion", "MANIFEST", "FROM_ENV", "version_path", "write_version", "load_version", "resolve_version",
            "list_versions", "set_current", "read_current", "file_sha256", "registry_lock", "rewrite_manifest",
            "verify_manifest", "load_newest_valid"]
 
@@ -41,6 +47,16 @@ MANIFEST = "manifest.json"
 CURRENT = "current"
 FORMAT = 1
 _NAME = re.compile(r"^v(\d{8}T\d{6}Z)-(\d+)$")
+#: the default for `key` arguments: FUSIONREC_STORE_KEY (or its _FILE) through `config.read_secrets()`
+FROM_ENV: Any = object()
+
+
+def _artefact_key(key: Any) -> str | None:
+    if key is FROM_ENV:
+        from fusionrec.config import read_secrets
+
+        return read_secrets().store_key
+    return key or None
 
 
 class ModelLoadError(FusionrecError):
@@ -97,7 +113,12 @@ def _write_atomic(path: Path, text: str) -> None:
 def registry_lock(model_dir: Path) -> Iterator[None]:
     """An exclusive lock on a model directory (train, forget), across threads and processes."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    with open(model_dir / ".lock", "a+") as fh:
+    try:  # never through a symlink: the lock file is created in the model directory itself
+        fd = os.open(model_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise ModelLoadError(f"{model_dir}/.lock: cannot open the registry lock ({exc.strerror}; "
+                             "is it a symlink?)") from None
+    with os.fdopen(fd, "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -106,12 +127,32 @@ def registry_lock(model_dir: Path) -> Iterator[None]:
 
 
 def list_versions(model_dir: Path) -> list[str]:
-    """Version folder names, oldest first (by their sequence number)."""
+    """Version folder names, oldest first (by their sequence number); symlinks are not versions."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         return []
-    found = [(int(m.group(2)), p.name) for p in model_dir.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    found = [(int(m.group(2)), p.name) for p in model_dir.iterdir()
+             if (m := _NAME.match(p.name)) and p.is_dir() and not p.is_symlink()]
     return [name for _, name in sorted(found)]
+
+
+def version_path(model_dir: Path, name: str) -> Path:
+    """MODEL_DIR/name for a version name from outside (a file, a config, a request), checked to stay inside.
+
+    Only names like v20260105T101112Z-1 pass: no separators, no `..`, and the folder must be a real
+    directory in the model directory, not a symlink to somewhere else. Raises ModelLoadError.
+    """
+    model_dir = Path(model_dir)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ModelLoadError(f"{model_dir}: {str(name)[:80]!r} is not a version name (expected e.g. "
+                             "v20260105T101112Z-1)")
+    folder = model_dir / name
+    if folder.is_symlink():
+        raise ModelLoadError(f"{model_dir}: version {name} is a symlink; versions must be folders inside the "
+                             "model directory")
+    if folder.exists() and folder.resolve().parent != model_dir.resolve():
+        raise ModelLoadError(f"{model_dir}: version {name} resolves outside the model directory")
+    return folder
 
 
 def read_current(model_dir: Path) -> str | None:
@@ -126,7 +167,7 @@ def read_current(model_dir: Path) -> str | None:
 
 def set_current(model_dir: Path, name: str) -> None:
     """Point `current` at a version (atomic rename)."""
-    if not _NAME.match(name) or not (Path(model_dir) / name).is_dir():
+    if not (version_path(model_dir, name)).is_dir():
         raise ModelLoadError(f"{model_dir}: no version {name!r} to make current")
     _write_atomic(Path(model_dir) / CURRENT, name + "\n")
 
@@ -140,13 +181,14 @@ def _manifest_files(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_version(pipeline: Any, model_dir: Path, *, data: dict[str, Any] | None = None,
-                  metrics: dict[str, Any] | None = None, make_current: bool = True) -> Path:
+                  metrics: dict[str, Any] | None = None, make_current: bool = True, key: Any = FROM_ENV) -> Path:
     """Save a fitted pipeline as a new version folder, then (by default) point `current` at it.
 
     The folder is built under a temporary name, every file's checksum goes into the manifest, the
     folder is renamed into place and only then does `current` move: a crash at any point leaves the
-    previous version serving.
+    previous version serving. With a `key` (default: FUSIONREC_STORE_KEY) the files are encrypted.
     """
+    secret = _artefact_key(key)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     with registry_lock(model_dir):
@@ -157,6 +199,12 @@ def write_version(pipeline: Any, model_dir: Path, *, data: dict[str, Any] | None
         tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{name}."))
         try:
             pipeline.save(tmp)
+            encryption = None
+            if secret:
+                for p in sorted(tmp.rglob("*")):
+                    if p.is_file():
+                        encrypt_file(p, secret, p.relative_to(tmp).as_posix())
+                encryption = {"cipher": CIPHER, "key": "FUSIONREC_STORE_KEY", "key_id": key_id(secret)}
             manifest = {
                 "format": FORMAT,
                 "version": name,
@@ -167,6 +215,8 @@ def write_version(pipeline: Any, model_dir: Path, *, data: dict[str, Any] | None
                 "metrics": metrics or {},
                 "files": _manifest_files(tmp),
             }
+            if encryption:
+                manifest["encryption"] = encryption
             _write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str))
             for p in tmp.rglob("*"):
                 if p.is_file():
@@ -207,7 +257,7 @@ def resolve_version(model: Path) -> Path:
     if name is None:
         raise ModelLoadError(f"{model}: no current version (the `current` file is missing or invalid); "
                              "train one with `fusionrec train`")
-    return model / name
+    return version_path(model, name)
 
 
 def verify_manifest(folder: Path) -> dict[str, Any]:
@@ -240,17 +290,34 @@ def verify_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_version(model: Path) -> LoadedVersion:
+def load_version(model: Path, key: Any = FROM_ENV) -> LoadedVersion:
     """Validate and load a version (a version folder or MODEL_DIR whose `current` names one).
 
-    Raises ModelLoadError with the reason when any check or the load itself fails.
+    An encrypted version is decrypted with `key` (default: FUSIONREC_STORE_KEY). Raises ModelLoadError
+    with the reason when any check, the key or the load itself fails.
     """
     from fusionrec.pipeline import FusedPipeline
 
     folder = resolve_version(model)
     manifest = verify_manifest(folder)
+    enc = manifest.get("encryption")
     try:
-        pipeline = FusedPipeline.load(folder)
+        if enc:
+            secret = _artefact_key(key)
+            if not secret:
+                raise ModelLoadError(f"{folder.name}: is encrypted ({enc.get('cipher')}); set FUSIONREC_STORE_KEY "
+                                     "(or FUSIONREC_STORE_KEY_FILE) to the key it was written with")
+            if enc.get("key_id") and enc["key_id"] != key_id(secret):
+                raise ModelLoadError(f"{folder.name}: was encrypted with another key (key id {enc['key_id']}, "
+                                     f"FUSIONREC_STORE_KEY has id {key_id(secret)})")
+            with decrypted_copy(folder, list(manifest["files"]), secret) as plain:
+                pipeline = FusedPipeline.load(plain)
+        else:
+            pipeline = FusedPipeline.load(folder)
+    except ModelLoadError:
+        raise
+    except ArtefactKeyError as exc:
+        raise ModelLoadError(f"{folder.name}: {exc}") from None
     except Exception as exc:  # a missing array, a bad config: refuse the version, keep the caller alive
         raise ModelLoadError(f"{folder.name}: the pipeline does not load ({type(exc).__name__}: {exc})") from None
     return LoadedVersion(name=str(manifest.get("version", folder.name)), path=folder, manifest=manifest,
@@ -271,7 +338,7 @@ def load_newest_valid(model_dir: Path) -> tuple[LoadedVersion | None, list[str]]
     order = ([current] if current in names else []) + [n for n in reversed(names) if n != current]
     for name in order:
         try:
-            return load_version(model_dir / name), problems
+            return load_version(version_path(model_dir, name)), problems
         except ModelLoadError as exc:
             log.error("refused model version %s", exc)
             problems.append(str(exc))
