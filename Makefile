@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[test,embeddings,deep]"
+	$(BIN)/pip install -q -e ".[test,embeddings,deep,spark]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -157,3 +157,37 @@ def test_cli_errors_are_one_line(tmp_path):
     shutil.rmtree(model / read_current(model) / "generators")
     r = runner.invoke(cli, ["recommend", "--model", str(model), "--user", "u"])
     assert r.exit_code == 2 and "missing" in r.output and "Traceback" not in r.output
+
+
+def test_closing_the_server_interrupts_and_awaits_readers_of_the_store(tmp_path):
+    import threading
+    import time
+
+    import duckdb
+
+    from fusionrec.serving.settings import ServingSettings
+    from fusionrec.serving.state import ServerState
+
+    store, model = fresh_copy(tmp_path)
+    state = ServerState(model, store, ServingSettings(reload_poll_seconds=None))
+    outcome: list[str] = []
+
+    def long_scan() -> None:  # a dashboard summary over a huge store, still running at shutdown
+        try:
+            with state.reading() as reader:
+                reader.con.execute("SELECT count(*) FROM range(100000000000) a").fetchall()
+            outcome.append("finished")
+        except duckdb.Error as exc:
+            outcome.append(type(exc).__name__)
+
+    t = threading.Thread(target=long_scan)
+    t.start()
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    state.close()  # must neither crash nor wait for the scan
+    t.join(timeout=10)
+    assert not t.is_alive() and outcome and outcome[0] != "finished"
+    assert time.perf_counter() - t0 < 10
+    with pytest.raises(RuntimeError, match="shutting down"):
+        with state.reading():
+            pass

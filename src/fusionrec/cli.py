@@ -318,30 +318,62 @@ def tune(
 @app.command()
 @user_errors
 def train(
-    store: Path = typer.Option(..., "--store", help="The DuckDB store file to train on."),
+    store: Optional[Path] = typer.Option(None, "--store", help="The DuckDB store file to train on (embedded engine)."),
     out_dir: Path = typer.Option(..., "--out", help="Model directory: a new version folder is written and made current."),
     pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline TOML (default: the built-in pipeline)."),
+    engine: str = typer.Option("embedded", "--engine", help="embedded (DuckDB + numpy, reads --store) or spark "
+                               "(Apache Spark, reads --events)."),
+    events: Optional[str] = typer.Option(None, "--events", help="spark: event log PATH_OR_GLOB (CSV or Parquet; "
+                                         "a folder, a glob, or an object-store URL passed to Spark)."),
+    fmt: str = typer.Option("fusionrec", "--format", help="spark: format of --events: fusionrec or taobao."),
+    items: Optional[str] = typer.Option(None, "--items", help="spark: catalogue file (native items CSV or Parquet)."),
+    spark_master: str = typer.Option("local[*]", "--spark-master", help="spark: master URL (local[*], spark://..., "
+                                     "yarn, k8s://...)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Fit the fused pipeline on the store's events (bots excluded) and write a new model version."""
+    """Fit the fused pipeline (bots excluded) and write a new model version, on the store or on Spark."""
     import time
 
+    from fusionrec.errors import ConfigError
     from fusionrec.pipeline import load_pipeline_config
-    from fusionrec.serving.training import train_version
-    from fusionrec.store.open import open_store
 
+    if engine not in ("embedded", "spark"):
+        raise ConfigError(f"--engine: expected embedded or spark, got {engine!r}")
+    if engine == "embedded":
+        if store is None:
+            raise ConfigError("--store is required with --engine embedded (or train on Spark: --engine spark --events PATH)")
+        if events is not None or items is not None:
+            raise ConfigError("--events and --items go with --engine spark; the embedded engine reads --store")
+    else:
+        if events is None:
+            raise ConfigError("--engine spark needs --events PATH_OR_GLOB (the event log to read)")
+        if store is not None:
+            raise ConfigError("--store goes with --engine embedded; --engine spark reads --events")
     cfg = load_pipeline_config(pipeline) if pipeline else None
     t0 = time.perf_counter()
-    try:
-        opened = open_store(store, must_exist=True, read_only=True)
-    except FusionrecError as exc:
-        if "lock" not in str(exc):
-            raise
-        raise FusionrecError(f"{exc}; if `fusionrec serve` holds the store, retrain through it: "
-                             "POST /admin/retrain") from None
-    with opened as st, _progress() as bar:
-        task = bar.add_task("training", total=None)
-        folder = train_version(st, out_dir, cfg, progress=lambda msg: bar.update(task, description=msg))
+    if engine == "spark":
+        from fusionrec.spark.session import SparkSettings
+        from fusionrec.spark.train import train_spark
+
+        with _progress() as bar:
+            task = bar.add_task("training on Spark", total=None)
+            folder = train_spark(events, fmt, out_dir, cfg, items=items,  # type: ignore[arg-type]
+                                 settings=SparkSettings(master=spark_master),
+                                 progress=lambda msg: bar.update(task, description=msg))
+    else:
+        from fusionrec.serving.training import train_version
+        from fusionrec.store.open import open_store
+
+        try:
+            opened = open_store(store, must_exist=True, read_only=True)  # type: ignore[arg-type]
+        except FusionrecError as exc:
+            if "lock" not in str(exc):
+                raise
+            raise FusionrecError(f"{exc}; if `fusionrec serve` holds the store, retrain through it: "
+                                 "POST /admin/retrain") from None
+        with opened as st, _progress() as bar:
+            task = bar.add_task("training", total=None)
+            folder = train_version(st, out_dir, cfg, progress=lambda msg: bar.update(task, description=msg))
     manifest = json.loads((folder / "manifest.json").read_text())
     summary = {"version": manifest["version"], "path": str(folder), "data": manifest["data"],
                "metrics": manifest["metrics"], "seconds": round(time.perf_counter() - t0, 2)}
@@ -380,7 +412,9 @@ def serve(
     if settings.api_key is None:
         console.print("note: no FUSIONREC_API_KEY set: writes are accepted from loopback clients only")
     application = create_app(model, store, settings)
-    uvicorn.run(application, host=host, port=port, access_log=access_log, log_level="info")
+    # keep-alive longer than the usual proxy/client idle timeouts (60 s), so the server does not close a
+    # connection at the moment a client reuses it
+    uvicorn.run(application, host=host, port=port, access_log=access_log, log_level="info", timeout_keep_alive=75)
 
 
 @app.command()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import tomllib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -257,10 +256,18 @@ class FusedPipeline(CandidateGenerator):
                               "the ranker cannot be trained (try holdout='random' or more data)")
         item_f = ItemFeatures.build(pre)
         user_f = UserFeatures.build(pre, item_f)
-        h = hist[users]
+        self.learn_fuser_from(gens, users, hist[users], labels[users], item_f, user_f, report, rng)
+
+    def learn_fuser_from(self, gens: dict[str, CandidateGenerator], users: np.ndarray, h: sp.csr_matrix,
+                         lab: sp.csr_matrix, item_f: ItemFeatures, user_f: UserFeatures, report: dict[str, Any],
+                         rng: np.random.Generator) -> None:
+        """Learn the fuser from stage-1 generators: `users` (their index), `h` their histories before the
+        validation cut and `lab` their graded labels after it, one row per user. The embedded fit and the
+        Spark engine both end here."""
+        cfg = self.cfg
         table = self._candidate_table(gens, users, h, exclude=h if cfg.exclude_seen else None)
-        y = np.asarray(labels[users][table.rows, table.items], np.float32).ravel()
-        n_relevant = np.diff(labels[users].indptr)
+        y = np.asarray(lab[table.rows, table.items], np.float32).ravel()
+        n_relevant = np.diff(lab.indptr)
         recall = float(np.mean(np.bincount(table.rows, weights=(y > 0), minlength=len(users))
                                / np.maximum(n_relevant, 1)))
         report.update({"train_users": int(len(users)), "candidates_per_user": round(len(table.rows) / len(users), 1),

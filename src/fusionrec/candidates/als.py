@@ -201,7 +201,6 @@ class BPR(_FactorModel):
         rows = rows[np.argsort(lens[rows], kind="stable")]  # similar lengths share a padded block
         start = 0
         while start < len(rows):
-            width = int(lens[rows[start]])
             stop = start + 1
             # grow the block while it stays within ~4M pair scores
             while stop < len(rows) and (stop + 1 - start) * int(lens[rows[stop]]) * len(neg) <= 4_000_000:

@@ -280,7 +280,7 @@ def _temporal(ev: pl.DataFrame, ds: DatasetLike, test_days: float, exclude_seen:
     after = pl.col(S.TIMESTAMP) > pl.lit(cut, dtype=ev.schema[S.TIMESTAMP])
     train_f = ev.filter(~after)
     test_f = ev.filter(after)
-    valid_factory = None
+    valid_factory: Callable[[], Split | None] | None = None
     if protocol == "temporal":
         def valid_factory() -> Split | None:
             if train_f.height == 0:

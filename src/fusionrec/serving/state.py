@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import duckdb
 
 from fusionrec.rerank.rules import RerankConfig
 from fusionrec.serving.ab import Experiment, ExperimentTracker, Variant
@@ -59,6 +62,9 @@ class ServerState:
         self._forgotten_during_retrain: list[str] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._readers: set[EventStore] = set()  # cursors in use by other threads (retrain, dashboard)
+        self._readers_changed = threading.Condition()
+        self._closing = False
         loaded, problems = load_newest_valid(self.model_dir)
         for p in problems:
             self.metrics.refused.inc()
@@ -178,11 +184,8 @@ class ServerState:
                 cfg = replace(self.current.pipeline.cfg)
             else:
                 cfg = PipelineConfig()
-            reader = store_reader(self.store)
-            try:
+            with self.reading() as reader:
                 folder = train_version(reader, self.model_dir, cfg, make_current=False)
-            finally:
-                reader.close()
             for user_id in list(self._forgotten_during_retrain):  # forgotten after the snapshot was read
                 forget_in_versions(folder, user_id)
             model = self._build(load_version(folder))
@@ -253,7 +256,31 @@ class ServerState:
         while not self._stop.wait(every):
             self.retrain()
 
+    @contextmanager
+    def reading(self) -> Iterator[EventStore]:
+        """A private cursor of the store for reads in another thread; `close` interrupts and awaits it."""
+        with self._readers_changed:
+            if self._closing:
+                raise RuntimeError("the server is shutting down")
+            reader = store_reader(self.store)
+            self._readers.add(reader)
+        try:
+            yield reader
+        finally:
+            with self._readers_changed:
+                self._readers.discard(reader)
+                reader.con.close()
+                self._readers_changed.notify_all()
+
     def close(self) -> None:
+        with self._readers_changed:  # no new readers; running ones (a long dashboard scan) stop now
+            self._closing = True
+            for reader in self._readers:
+                try:
+                    reader.con.interrupt()
+                except duckdb.Error:
+                    pass
+            self._readers_changed.wait_for(lambda: not self._readers, timeout=30)
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)

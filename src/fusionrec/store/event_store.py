@@ -8,11 +8,8 @@ store already holds, so loading a file twice adds nothing) and records every loa
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 

@@ -25,7 +25,6 @@ import numpy as np
 
 from fusionrec import schema as S
 from fusionrec.config import thread_count
-from fusionrec.serving.events import store_reader
 
 __all__ = ["DashboardData", "Summary", "LiveCounters", "ExperimentSeries", "find_evaluation", "wilson"]
 
@@ -240,11 +239,8 @@ class DashboardData:
 
     def _read(self, fn: Callable[[Any], Any]) -> Any:
         """fn(connection) on a private cursor of the store, closed afterwards."""
-        reader = store_reader(self.state.store)
-        try:
+        with self.state.reading() as reader:
             return fn(reader.con)
-        finally:
-            reader.con.close()
 
     def summary(self) -> Summary:
         """The cached summary, topped up with the live events when older than `delta_every` seconds.
