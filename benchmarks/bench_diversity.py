@@ -236,7 +236,12 @@ def run(quick: bool = False) -> str:
              "λ grid: the issue's 0, 0.1, 0.25, 0.5, 0.75, 0.9, 1 plus 0.6, 0.8 and 0.95; with a 0/1 "
              "similarity (Taobao's categories) every λ ≤ 0.5 gives the same lists, since then any item of a new "
              "category outscores any item of a category already shown (tests/test_mmr_curve.py).", ""]
+    only = os.environ.get("FUSIONREC_BENCH_DATASETS")  # "" re-renders from benchmarks/out, running nothing
     for spec in RUNS:
+        saved = OUT / f"diversity_{spec['key']}.json"
+        if only is not None and spec["key"] not in only.split(",") and saved.exists():
+            lines += render(json.loads(saved.read_text()))
+            continue
         print(f"== diversity {spec['key']}", flush=True)
         lines += render(run_one(spec, quick))
     return "\n".join(lines)
