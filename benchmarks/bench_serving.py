@@ -214,6 +214,30 @@ def _freshness(base: str, items: list[str], trials: int) -> dict:
             "trials": trials}
 
 
+def _dashboard_pages(base: str, users: list[str], items: list[str], loads: int = 10) -> dict:
+    """Load time of each dashboard page (HTML only, as the server renders it)."""
+    import httpx
+
+    rnd = random.Random(5)
+    pages = {"overview": lambda: "/ui", "models": lambda: "/ui/models", "users list": lambda: "/ui/users",
+             "user inspector": lambda: "/ui/users/" + rnd.choice(users[:1000]),
+             "items list": lambda: "/ui/items", "item page": lambda: "/ui/items/" + rnd.choice(items),
+             "experiments": lambda: "/ui/experiments", "storefront": lambda: "/ui/shop",
+             "product page": lambda: "/ui/shop/p/" + rnd.choice(items)}
+    out = {}
+    with httpx.Client(base_url=base, timeout=120) as c:
+        for name, path in pages.items():
+            c.get(path())
+            times, codes = [], set()
+            for _ in range(loads):
+                t0 = time.perf_counter()
+                codes.add(c.get(path()).status_code)
+                times.append((time.perf_counter() - t0) * 1000.0)
+            out[name] = {"median_ms": float(np.median(times)), "max_ms": float(np.max(times)),
+                         "status": ",".join(map(str, sorted(codes)))}
+    return out
+
+
 def _wait_dashboard_summary(base: str, timeout: float = 900.0) -> None:
     import httpx
 
@@ -293,17 +317,18 @@ def run(quick: bool = False) -> str:
                 results[("bare", c)] = _summary(bare_samples, 2 * seconds)
             load.append(os.getloadavg()[0])
             rows = [(label, c, results[(kind, c)]) for label, kind, _ in cells for c in levels]
+            pages = _dashboard_pages(base, users, items)
             fresh = _freshness(base, items, trials=20 if quick else 100)
             swap = _swap_under_load(tmp, base, users, items, steady=3.0 if quick else 15.0)
         finally:
             _stop(server)
             _stop(bare)
     info["load"] = load
-    return _markdown(quick, info, startup, seconds, rows, results, fresh, swap)
+    return _markdown(quick, info, startup, seconds, rows, results, fresh, swap, pages)
 
 
 def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: list, results: dict, fresh: dict,
-              swap: dict) -> str:
+              swap: dict, pages: dict) -> str:
     size = info["size"]
     lines = [
         "## Serving (HTTP API under load)",
@@ -349,6 +374,11 @@ def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: lis
         f"{swap['after']['p99']:.1f} ms after; throughput {swap['steady']['rps']:,.0f} / "
         f"{swap['during']['rps']:,.0f} / {swap['after']['rps']:,.0f} requests/s.",
     ]
+    lines += ["", "Dashboard pages (`/ui`, server-rendered; one client, 10 loads each after a warm-up load, "
+              "users and items drawn from the shop; target < 300 ms):", "",
+              "| page | median ms | worst ms | status |", "|---|---:|---:|---|"]
+    for page, p in pages.items():
+        lines.append(f"| {page} | {p['median_ms']:.1f} | {p['max_ms']:.1f} | {p['status']} |")
     return "\n".join(lines)
 
 
