@@ -184,10 +184,9 @@ def stats(
 def _stored_user_id(user: str) -> str:
     """The id a raw user id is stored under (its keyed HMAC when FUSIONREC_PSEUDONYM_KEY is set)."""
     from fusionrec.config import read_secrets
-    from fusionrec.privacy import pseudonymize
+    from fusionrec.privacy import stored_user_id
 
-    key = read_secrets().pseudonym_key
-    return pseudonymize(user, key) if key else user
+    return stored_user_id(user, read_secrets().pseudonym_key)
 
 
 def _csv_list(value: str, flag: str) -> list[str]:

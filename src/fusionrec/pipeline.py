@@ -299,14 +299,13 @@ class FusedPipeline(CandidateGenerator):
             sel = va
             remap = -np.ones(len(users), np.int64)
             remap[vr] = np.arange(len(vr))
-            report["valid_ndcg@20_heldout_users"] = round(ndcg_on_table(
-                remap[table.rows[sel]], fused[sel], y[sel], n_relevant[vr]), 4)
+            ranker = ndcg_on_table(remap[table.rows[sel]], fused[sel], y[sel], n_relevant[vr])
+            report["valid_ndcg@20_heldout_users"] = round(ranker, 4)
             # the same users ranked by each generator alone: what the ranker must beat
             alone = [ndcg_on_table(remap[table.rows[sel]], np.nan_to_num(table.scores[sel, j], nan=-1e30),
                                    y[sel], n_relevant[vr]) for j in range(len(table.generators))]
             report["valid_ndcg@20_heldout_per_generator"] = dict(zip(table.generators, (round(a, 4) for a in alone)))
             best = int(np.argmax(alone))
-            ranker = ndcg_on_table(remap[table.rows[sel]], fused[sel], y[sel], n_relevant[vr])
             if cfg.ranker_guard and ranker < alone[best]:
                 self.fuser_ = BestSingle()
                 self.fuser_.index_ = best

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-__all__ = ["pseudonymize", "pseudonym_sql", "PSEUDONYM_CHARS"]
+__all__ = ["pseudonymize", "stored_user_id", "pseudonym_sql", "PSEUDONYM_CHARS"]
 
 PSEUDONYM_CHARS = 32  # hex characters kept: 128 bits, collision-free at any realistic user count
 _BLOCK = 64  # SHA-256 block size in bytes
@@ -18,6 +18,11 @@ _BLOCK = 64  # SHA-256 block size in bytes
 def pseudonymize(user_id: str, key: str) -> str:
     """The stored id of a raw user id: the first 128 bits of HMAC-SHA256(key, id), as hex."""
     return hmac.new(key.encode(), str(user_id).encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
+
+
+def stored_user_id(user_id: str, key: str | None) -> str:
+    """The id a raw user id is stored under: its pseudonym when a key is configured, else itself."""
+    return pseudonymize(user_id, key) if key else user_id
 
 
 def _blob(data: bytes) -> str:

@@ -16,7 +16,13 @@ from fusionrec.candidates.base import CandidateGenerator
 from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
 from fusionrec.data.interactions import Interactions, min_per_pair
 
-__all__ = ["Repeat"]
+__all__ = ["Repeat", "repeat_decay"]
+
+
+def repeat_decay(age_days: np.ndarray, half_life_days: float) -> np.ndarray:
+    """0.5 ** (age / half-life), floored so that a very old item keeps a tiny weight instead of underflowing
+    to 0, which would read as "no known age"."""
+    return np.maximum(np.power(0.5, age_days / half_life_days), 1e-30).astype(np.float32)
 
 
 class Repeat(CandidateGenerator):
@@ -42,8 +48,7 @@ class Repeat(CandidateGenerator):
             t = ev["t"].to_numpy()
             age = np.nan_to_num((data.now() - t) / 86400.0, nan=0.0)
             last = min_per_pair(ev["user_idx"].to_numpy(), ev["item_idx"].to_numpy(), age, data.n_users, data.n_items)
-            # floored so that a very old item keeps a tiny weight instead of underflowing to "no known age"
-            last.data = np.maximum(np.power(0.5, last.data / self.cfg.half_life_days), 1e-30).astype(np.float32)
+            last.data = repeat_decay(last.data, self.cfg.half_life_days)
             self.decay_ = last
         else:
             self.decay_ = sp.csr_matrix((data.n_users, data.n_items), dtype=np.float32)

@@ -21,7 +21,7 @@ import duckdb
 from fusionrec.rerank.rules import RerankConfig
 from fusionrec.serving.ab import Experiment, ExperimentTracker, Variant
 from fusionrec.serving.events import EventWriter, WriteResult, store_reader
-from fusionrec.privacy import pseudonymize
+from fusionrec.privacy import stored_user_id
 from fusionrec.serving.forget import forget_in_store, forget_in_versions, pseudonym
 from fusionrec.serving.histories import HistoryStore
 from fusionrec.serving.metrics import ServingMetrics
@@ -206,8 +206,7 @@ class ServerState:
     # -- events and forgetting ------------------------------------------------------------------
     def stored_id(self, user_id: str) -> str:
         """The id a raw user id is stored under: its keyed HMAC when pseudonymisation is on."""
-        key = self.settings.pseudonym_key
-        return pseudonymize(user_id, key) if key else user_id
+        return stored_user_id(user_id, self.settings.pseudonym_key)
 
     def ingest(self, events: list[dict[str, Any]]) -> WriteResult:
         """Store events durably, then make them part of the users' histories, trending and A/B outcomes."""

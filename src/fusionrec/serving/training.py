@@ -13,12 +13,12 @@ from fusionrec import schema as S
 from fusionrec.errors import FusionrecError
 from fusionrec.store.event_store import EventStore
 
-__all__ = ["data_fingerprint", "training_data", "train_version"]
+__all__ = ["data_fingerprint", "training_data", "train_version", "METRIC_KEYS"]
 
 log = logging.getLogger("fusionrec.serving")
 
 #: the validation numbers of the fit report that go into the manifest as the version's metrics
-_METRIC_KEYS = ("holdout", "train_users", "candidate_recall", "valid_ndcg@20_per_generator",
+METRIC_KEYS = ("holdout", "train_users", "candidate_recall", "valid_ndcg@20_per_generator",
                 "valid_ndcg@20_heldout_users", "valid_ndcg@20_heldout_per_generator", "ranker_guard",
                 "valid_ndcg@20_fused_in_sample", "ranker_trees", "fit_seconds")
 
@@ -71,7 +71,7 @@ def train_version(store: EventStore, out_dir: Path, config: Any = None,
     say(f"fitting the pipeline on {data.events.height:,} events, {data.n_users:,} users, {data.n_items:,} items")
     pipeline = FusedPipeline(config or PipelineConfig()).fit(data)
     report = getattr(pipeline, "report_", {}) or {}
-    metrics = {k: report[k] for k in _METRIC_KEYS if k in report}
+    metrics = {k: report[k] for k in METRIC_KEYS if k in report}
     say("writing the version")
     folder = write_version(pipeline, out_dir, data=fingerprint, metrics=metrics, make_current=make_current)
     log.info("trained %s in %.1f s", folder.name, time.perf_counter() - t0)

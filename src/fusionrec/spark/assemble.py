@@ -14,6 +14,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from fusionrec import schema as S
+from fusionrec.candidates.popularity import _normalised
 from fusionrec.data.interactions import ITEM_IDX
 from fusionrec.features.tables import ITEM_FEATURES, USER_FEATURES, ItemFeatures, UserFeatures, _codes
 
@@ -24,9 +25,8 @@ _DAY = 86400.0
 
 
 def normalised(counts: np.ndarray) -> np.ndarray:
-    """Scaled so the top value is 1 (float32), as `candidates.popularity._normalised`."""
-    top = float(counts.max()) if counts.size else 0.0
-    return np.asarray(counts / top if top > 0 else np.zeros_like(counts), np.float32)
+    """Scaled so the top value is 1 (float32): the popularity generator's own scaling."""
+    return _normalised(counts)
 
 
 def dense(n: int, index: np.ndarray, values: np.ndarray, fill: float = 0.0, dtype: Any = np.float64) -> np.ndarray:

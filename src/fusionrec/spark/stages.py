@@ -223,9 +223,8 @@ def covisit_topk(e: Any, k: int, gap_minutes: float, window: int, normalize: boo
     s = s.withColumn("start", start.cast("int"))
     s = s.withColumn("session", F.sum("start").over(w.rowsBetween(Window.unboundedPreceding, 0)))
     s = s.where((F.col(IIDX) != F.col("prev_i")) | (F.col("start") == 1) | F.col("prev_i").isNull())
-    w2 = Window.partitionBy(UIDX).orderBy(F.col("t").asc_nulls_last(), F.col(S.SEQ))
     for d in range(1, window + 1):
-        s = s.withColumn(f"_j{d}", F.lead(IIDX, d).over(w2)).withColumn(f"_s{d}", F.lead("session", d).over(w2))
+        s = s.withColumn(f"_j{d}", F.lead(IIDX, d).over(w)).withColumn(f"_s{d}", F.lead("session", d).over(w))
     ahead = [F.struct(F.lit(d).alias("d"), F.col(f"_j{d}").alias("j"), F.col(f"_s{d}").alias("sj"))
              for d in range(1, window + 1)]
     pairs = (s.select(F.col(IIDX).alias("i"), "session", F.explode(F.array(*ahead)).alias("p"))

@@ -26,10 +26,12 @@ import polars as pl
 import scipy.sparse as sp
 
 from fusionrec import schema as S
+from fusionrec.candidates.repeat import repeat_decay
 from fusionrec.data.interactions import ITEM_IDX, _align_catalogue
 from fusionrec.data.validation import IngestCounts, ValidationRules
 from fusionrec.data.vocabulary import Vocabulary
 from fusionrec.errors import ConfigError
+from fusionrec.serving.training import METRIC_KEYS
 from fusionrec.spark import assemble as A
 from fusionrec.spark import stages as St
 from fusionrec.spark.session import SparkSettings, spark_session
@@ -41,9 +43,6 @@ log = logging.getLogger("fusionrec.spark")
 
 #: the generators that have a Spark stage
 SPARK_GENERATORS = ("pop", "trending", "repeat", "itemknn", "covisit", "rp3beta", "als")
-#: the fit report's numbers that go into the manifest as the version's metrics (as serving.training)
-_METRIC_KEYS = ("holdout", "train_users", "candidate_recall", "valid_ndcg@20_per_generator",
-                "valid_ndcg@20_heldout_users", "valid_ndcg@20_fused_in_sample", "ranker_trees", "fit_seconds")
 
 
 @dataclass(frozen=True)
@@ -203,7 +202,7 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
         elif base == "repeat":
             if c.half_life_days and np.isfinite(now):
                 age = np.nan_to_num((now - np.asarray(p["t_last"], np.float64)) / St.DAY, nan=0.0)
-                decay = A.csr_from_triples(p_rows, p[ITEM_IDX], np.power(0.5, age / c.half_life_days), hist.shape)
+                decay = A.csr_from_triples(p_rows, p[ITEM_IDX], repeat_decay(age, c.half_life_days), hist.shape)
             else:
                 decay = sp.csr_matrix(hist.shape, dtype=np.float32)
             state = {"decay": decay, "fallback": fallback * 1e-3}
@@ -398,7 +397,7 @@ def train_spark(events: str, fmt: str, out_dir: Path, config: Any = None, items:
             quarantine = str(kept)
         fingerprint["quarantine"] = quarantine
         report = pipeline.report_
-        metrics = {k: report[k] for k in _METRIC_KEYS if k in report}
+        metrics = {k: report[k] for k in METRIC_KEYS if k in report}
         say("writing the version")
         folder = write_version(pipeline, out_dir, data=fingerprint, metrics=metrics, make_current=make_current)
     finally:

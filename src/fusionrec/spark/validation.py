@@ -11,19 +11,10 @@ from datetime import timezone
 from typing import Any
 
 from fusionrec import schema as S
-from fusionrec.data.adapters import sql_str
-from fusionrec.data.validation import CONTENT_COLUMNS, MAX_ID_LENGTH, IngestCounts, ValidationRules
+from fusionrec.data.validation import CONTENT_COLUMNS, MAX_ID_LENGTH, IngestCounts, ValidationRules, _behavior_case
 from fusionrec.errors import ConfigError
 
 __all__ = ["validated", "deduplicated", "ValidationResult", "validate_and_dedup"]
-
-
-def _behavior_case(rules: ValidationRules) -> str:
-    canon = ", ".join(sql_str(k) for k in rules.behaviors.weights)
-    aliases = {a: c for a, c in rules.behaviors.aliases.items() if c in rules.behaviors.weights}
-    aliases.update({k: k for k in rules.behaviors.weights})
-    whens = " ".join(f"WHEN {sql_str(a)} THEN {sql_str(c)}" for a, c in sorted(aliases.items()))
-    return f"CASE WHEN behavior IN ({canon}) THEN behavior ELSE (CASE lower(trim(behavior)) {whens} END) END"
 
 
 def _ts_expr() -> str:

@@ -204,6 +204,12 @@ def find_evaluation(version_path: Path | None, model_dir: Path) -> tuple[dict[st
     return None, None
 
 
+def _item_row(con: Any, item_id: str) -> dict[str, Any] | None:
+    """The catalogue row of one item as a dict, or None."""
+    row = con.execute(f"SELECT * FROM items WHERE {S.ITEM_ID} = ?", [item_id]).fetchone()
+    return dict(zip([d[0] for d in con.description], row)) if row else None
+
+
 class DashboardData:
     """The read side of the dashboard over a running server's state (`ServerState`)."""
 
@@ -479,13 +485,12 @@ class DashboardData:
         summary = self.summary()
 
         def run(con: Any) -> tuple[Any, list[Any]]:
-            row = con.execute(f"SELECT * FROM items WHERE {S.ITEM_ID} = ?", [item_id]).fetchone()
-            cols = [d[0] for d in con.description]
+            attrs = _item_row(con, item_id)
             # events since the summary: only the live ones, found through the seq zone maps
             live = con.execute(f"SELECT {S.TIMESTAMP}::DATE, {S.BEHAVIOR}, count(*) FROM events "
                                f"WHERE {S.SOURCE} = 'api' AND {S.SEQ} > ? AND {S.ITEM_ID} = ? GROUP BY ALL",
                                [summary.watermark, item_id]).fetchall()
-            return (dict(zip(cols, row)) if row else None), live
+            return attrs, live
 
         if summary.agg is None:  # no cached aggregates yet: filtered scans of the store (slower on big stores)
             attrs, daily, bought = self._read(lambda con: self._item_direct(con, item_id, k))
@@ -495,8 +500,7 @@ class DashboardData:
         return self._item_page(item_id, attrs, daily, bought, k)
 
     def _item_direct(self, con: Any, item_id: str, k: int) -> tuple[Any, list[Any], list[Any]]:
-        row = con.execute(f"SELECT * FROM items WHERE {S.ITEM_ID} = ?", [item_id]).fetchone()
-        cols = [d[0] for d in con.description]
+        attrs = _item_row(con, item_id)
         daily = con.execute(f"SELECT {S.TIMESTAMP}::DATE, {S.BEHAVIOR}, count(*) FROM events "
                             f"WHERE {S.ITEM_ID} = ? AND {S.TIMESTAMP} IS NOT NULL GROUP BY ALL ORDER BY 1",
                             [item_id]).fetchall()
@@ -505,7 +509,7 @@ class DashboardData:
             f"SELECT e.{S.ITEM_ID}, count(DISTINCT e.{S.USER_ID}) AS n FROM events e JOIN buyers b USING ({S.USER_ID}) "
             f"WHERE e.{S.BEHAVIOR} = 'buy' AND e.{S.ITEM_ID} <> ? GROUP BY 1 ORDER BY n DESC, 1 LIMIT ?",
             [item_id, item_id, k]).fetchall()
-        return (dict(zip(cols, row)) if row else None), daily, bought
+        return attrs, daily, bought
 
     def _item_cached(self, aggregates: Any, item_id: str, live: list[Any], k: int) -> tuple[list[Any], list[Any]]:
         agg = aggregates.cursor()
@@ -539,9 +543,10 @@ class DashboardData:
             except ValueError:
                 pass
         days = sorted({d.isoformat() for d, _, _ in daily})
+        pos = {d: i for i, d in enumerate(days)}
         series: dict[str, list[int]] = {}
         for d, b, n in daily:
-            series.setdefault(b, [0] * len(days))[days.index(d.isoformat())] = int(n)
+            series.setdefault(b, [0] * len(days))[pos[d.isoformat()]] = int(n)
         model = st.current
         similar: list[dict[str, Any]] = []
         m = int(model.to_model(np.asarray([code]))[0]) if model is not None and code >= 0 else -1

@@ -216,4 +216,4 @@ def mount_ui(app: FastAPI, state: Any) -> DashboardData:
     def root() -> RedirectResponse:
         return RedirectResponse("/ui", status_code=307)
 
-    return app.state.dashboard
+    return data
