@@ -534,13 +534,11 @@ def _takes_live(gen: CandidateGenerator) -> bool:
 def _recommend_live(gen: CandidateGenerator, users: np.ndarray, histories: sp.csr_matrix, n: int,
                     exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
     """Top-n of a factor model that re-solves known users from their current history (live events)."""
-    from fusionrec.candidates.base import top_n
+    from fusionrec.candidates.base import mask_excluded, top_n
 
     s = np.asarray(gen.score(users, histories, live=True), np.float32)  # type: ignore[call-arg]
     if exclude is not None:
-        ex = exclude.tocoo()
-        inside = ex.col < s.shape[1]
-        s[ex.row[inside], ex.col[inside]] = -np.inf
+        mask_excluded(s, exclude)
     return top_n(s, n)
 
 

@@ -13,16 +13,37 @@ import numpy as np
 import scipy.sparse as sp
 
 from fusionrec.candidates.base import ScoredItems
+from fusionrec.candidates.popularity import apply_fallback
 from fusionrec.data.interactions import Interactions
 
 __all__ = [
     "SIMILARITIES", "WEIGHTINGS", "top_k_per_row", "row_blocks", "product_topk", "pairwise_topk", "weighting_stats",
-    "weigh", "apply_weighting", "training_matrix", "row_norms_sq", "similar_from_row",
+    "weigh", "apply_weighting", "training_matrix", "row_norms_sq", "similar_from_row", "ItemItemScoring",
 ]
 
 SIMILARITIES = ("cosine", "asymmetric_cosine", "jaccard")
 WEIGHTINGS = ("none", "bm25", "tfidf")
 _EPS = 1e-9
+
+
+class ItemItemScoring:
+    """Scores = history @ W for an item x item matrix W of non-negative weights (item-kNN, RP3beta,
+    co-visitation): dense per batch, with popularity for empty histories; sparse for one query, where
+    only the items reachable from the history can score above zero."""
+
+    fallback_: np.ndarray
+    _histories: Callable[..., sp.csr_matrix]
+
+    def _item_matrix(self) -> sp.csr_matrix:
+        raise NotImplementedError
+
+    def score(self, users: np.ndarray, histories: sp.csr_matrix | None) -> np.ndarray:
+        h = self._histories(histories, len(users))
+        s = np.asarray((h @ self._item_matrix()).toarray(), np.float32)
+        return apply_fallback(s, np.diff(h.indptr) == 0, self.fallback_)
+
+    def sparse_scores(self, histories: sp.csr_matrix) -> sp.csr_matrix:
+        return sp.csr_matrix(self._histories(histories, histories.shape[0]) @ self._item_matrix())
 
 
 def training_matrix(data: Interactions, half_life_days: float | None = None) -> sp.csr_matrix:

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from fusionrec.data.interactions import Interactions
 from fusionrec.data.vocabulary import Vocabulary
 
-__all__ = ["ScoredItems", "Query", "CandidateGenerator", "top_n", "iter_batches", "save_arrays", "load_arrays"]
+__all__ = ["ScoredItems", "Query", "CandidateGenerator", "top_n", "mask_excluded", "iter_batches", "save_arrays", "load_arrays"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,14 @@ class Query:
         ex = np.asarray(self.exclude, np.int64)
         ex = ex[(ex >= 0) & (ex < n_items)]
         return sp.csr_matrix((np.ones(len(ex), np.float32), (np.zeros(len(ex), np.int64), ex)), shape=(1, n_items))
+
+
+def mask_excluded(scores: np.ndarray, exclude: sp.spmatrix) -> None:
+    """Set the excluded entries of a dense [B, I] block to -inf (columns past I, items added to the
+    vocabulary after fit, are ignored)."""
+    ex = exclude if isinstance(exclude, sp.coo_matrix) else exclude.tocoo()
+    inside = ex.col < scores.shape[1]
+    scores[ex.row[inside], ex.col[inside]] = -np.inf
 
 
 def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,17 +180,44 @@ class CandidateGenerator(ABC):
                   exclude: sp.csr_matrix | None = None, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """Top-n item indices and scores for many users at once; `exclude` rows mark items to skip."""
         users = np.asarray(users, np.int64)
+        if len(users) == 1 and histories is not None:
+            found = self._top_n_sparse(histories, n, exclude)
+            if found is not None:
+                return found
         out_i = np.empty((len(users), min(n, self.n_items_)), np.int64)
         out_s = np.empty(out_i.shape, np.float32)
+        whole = len(users) <= batch_size  # one batch (the online path): no row slicing at all
         for sl in iter_batches(len(users), batch_size):
-            h = None if histories is None else histories[sl]
+            h = histories if whole or histories is None else histories[sl]
             s = np.asarray(self.score(users[sl], h), dtype=np.float32)
             if exclude is not None:
-                ex = exclude[sl].tocoo()
-                inside = ex.col < s.shape[1]  # items added to the vocabulary after fit
-                s[ex.row[inside], ex.col[inside]] = -np.inf
+                mask_excluded(s, exclude if whole else exclude[sl])
             out_i[sl], out_s[sl] = top_n(s, n)
         return out_i, out_s
+
+    def sparse_scores(self, histories: sp.csr_matrix) -> sp.csr_matrix | None:
+        """Scores as sparse rows where every absent item scores 0 and none scores below 0 (item-to-item
+        models), or None where scores are dense. Lets one query skip the dense [1, n_items] block."""
+        return None
+
+    def _top_n_sparse(self, histories: sp.csr_matrix, n: int,
+                      exclude: sp.spmatrix | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The dense top-n of one row from its sparse scores when at least n items score above 0 (then
+        no zero-score item can be among the top n: the same items, ties aside); else None."""
+        s = self.sparse_scores(histories) if histories.nnz else None
+        if s is None:
+            return None
+        n = min(n, self.n_items_)
+        cols, vals = s.indices, s.data
+        keep = vals > 0
+        if exclude is not None and exclude.nnz:
+            keep &= ~np.isin(cols, exclude.tocoo().col)
+        if n <= 0 or int(keep.sum()) < n:
+            return None
+        cols, vals = cols[keep], vals[keep]
+        part = np.argpartition(-vals, n - 1)[:n] if n < len(vals) else np.arange(len(vals))
+        order = part[np.argsort(-vals[part], kind="stable")]
+        return cols[order].astype(np.int64)[None, :], vals[order].astype(np.float32)[None, :]
 
     def candidates(self, query: Query, n: int) -> ScoredItems:
         """Top-n for one query; excluded and -inf items are dropped, so fewer than n may come back."""

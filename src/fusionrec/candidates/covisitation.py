@@ -10,15 +10,15 @@ import polars as pl
 import scipy.sparse as sp
 
 from fusionrec import schema as S
-from fusionrec.candidates._similarity import similar_from_row, top_k_per_row
+from fusionrec.candidates._similarity import ItemItemScoring, similar_from_row, top_k_per_row
 from fusionrec.candidates.base import CandidateGenerator, ScoredItems
-from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
+from fusionrec.candidates.popularity import popularity_fallback
 from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions
 
 __all__ = ["SessionCoVisitation"]
 
 
-class SessionCoVisitation(CandidateGenerator):
+class SessionCoVisitation(ItemItemScoring, CandidateGenerator):
     """Co-occurrence within sessions, each pair weighted by 1 / its distance in the session.
 
     Sessions are the events' session column when the data has one, else each user's events (sorted
@@ -96,10 +96,8 @@ class SessionCoVisitation(CandidateGenerator):
         self.sim_ = top_k_per_row(sp.csr_matrix(co, dtype=np.float32), self.cfg.k)
         self.fallback_ = popularity_fallback(data)
 
-    def score(self, users: np.ndarray, histories: sp.csr_matrix | None) -> np.ndarray:
-        h = self._histories(histories, len(users))
-        s = np.asarray((h @ self.sim_).toarray(), np.float32)
-        return apply_fallback(s, np.diff(h.indptr) == 0, self.fallback_)
+    def _item_matrix(self) -> sp.csr_matrix:
+        return self.sim_
 
     def similar_items(self, item_idx: int, n: int) -> ScoredItems:
         """The n items most often viewed next to this one in a session ("also viewed")."""

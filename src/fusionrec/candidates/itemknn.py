@@ -9,16 +9,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from fusionrec.candidates._similarity import (
-    SIMILARITIES, WEIGHTINGS, apply_weighting, pairwise_topk, similar_from_row, training_matrix,
+    SIMILARITIES, WEIGHTINGS, ItemItemScoring, apply_weighting, pairwise_topk, similar_from_row, training_matrix,
 )
 from fusionrec.candidates.base import CandidateGenerator, ScoredItems
-from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
+from fusionrec.candidates.popularity import popularity_fallback
 from fusionrec.data.interactions import Interactions
 
 __all__ = ["ItemKNN"]
 
 
-class ItemKNN(CandidateGenerator):
+class ItemKNN(ItemItemScoring, CandidateGenerator):
     """Item-item collaborative filtering (Sarwar et al. 2001; tuned as in Dacrema et al. 2019).
 
     `sim_[j]` holds the k items most similar to item j; the score of j for a user sums the user's
@@ -73,10 +73,8 @@ class ItemKNN(CandidateGenerator):
         # score_j = sum_i h_i sim[j, i]: the transposed neighbour lists, in CSR for h @ W
         self._w = self.sim_.T.tocsr()
 
-    def score(self, users: np.ndarray, histories: sp.csr_matrix | None) -> np.ndarray:
-        h = self._histories(histories, len(users))
-        s = np.asarray((h @ self._w).toarray(), np.float32)
-        return apply_fallback(s, np.diff(h.indptr) == 0, self.fallback_)
+    def _item_matrix(self) -> sp.csr_matrix:
+        return self._w
 
     def similar_items(self, item_idx: int, n: int) -> ScoredItems:
         """The n items most similar to one item ("customers who liked this also liked")."""

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from fusionrec.candidates._similarity import product_topk, similar_from_row, training_matrix
+from fusionrec.candidates._similarity import ItemItemScoring, product_topk, similar_from_row, training_matrix
 from fusionrec.candidates.base import CandidateGenerator, ScoredItems
-from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
+from fusionrec.candidates.popularity import popularity_fallback
 from fusionrec.data.interactions import Interactions
 
 __all__ = ["RP3beta"]
@@ -29,7 +29,7 @@ def _row_normalised(m: sp.csr_matrix) -> sp.csr_matrix:
     return m
 
 
-class RP3beta(CandidateGenerator):
+class RP3beta(ItemItemScoring, CandidateGenerator):
     """W[i, j] = (sum_u P(i -> u)^alpha P(u -> j)^alpha) / pop_j^beta, the top-k j kept per item i.
 
     P(u -> j) is the user's row of the weighted matrix normalised to sum 1, P(i -> u) the item's
@@ -89,10 +89,8 @@ class RP3beta(CandidateGenerator):
         self.sim_ = w
         self.fallback_ = popularity_fallback(data)
 
-    def score(self, users: np.ndarray, histories: sp.csr_matrix | None) -> np.ndarray:
-        h = self._histories(histories, len(users))
-        s = np.asarray((h @ self.sim_).toarray(), np.float32)
-        return apply_fallback(s, np.diff(h.indptr) == 0, self.fallback_)
+    def _item_matrix(self) -> sp.csr_matrix:
+        return self.sim_
 
     def similar_items(self, item_idx: int, n: int) -> ScoredItems:
         """Where the popularity-penalised walk from this item leads: the n best, best first."""

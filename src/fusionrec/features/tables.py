@@ -50,19 +50,6 @@ class ItemFeatures:
     consumable: np.ndarray  # bool
     category_names: list[str] = field(default_factory=list)
     brand_names: list[str] = field(default_factory=list)
-    _onehots: dict[tuple[str, int], sp.csr_matrix | None] = field(default_factory=dict, repr=False, compare=False)
-
-    def onehot(self, kind: str, n_items: int) -> sp.csr_matrix | None:
-        """[n_items, n_codes] indicator of each item's category or brand (None if no item has one), cached:
-        the online path needs it for every request."""
-        key = (kind, n_items)
-        if key not in self._onehots:
-            codes = (self.category if kind == "category" else self.brand)[:n_items]
-            valid = codes >= 0
-            self._onehots[key] = None if not valid.any() else sp.csr_matrix(
-                (np.ones(int(valid.sum()), np.float32), (np.flatnonzero(valid), codes[valid])),
-                shape=(n_items, int(codes.max()) + 1))
-        return self._onehots[key]
 
     @classmethod
     def build(cls, data: Interactions) -> "ItemFeatures":
@@ -237,10 +224,45 @@ class UserFeatures:
 
 
 def _gather(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """m[rows[k], cols[k]] for all k, vectorised (zeros where absent)."""
+    """m[rows[k], cols[k]] for all k, vectorised (zeros where absent).
+
+    Pairs from a few rows (one request's candidates) are looked up by binary search in those rows'
+    sorted column indices, without scipy's general fancy indexing, which costs far more per call.
+    """
     if m.nnz == 0 or len(rows) == 0:
         return np.zeros(len(rows), np.float32)
+    if len(rows) and m.has_sorted_indices:
+        first = int(rows[0])
+        if (rows == first).all():
+            lo, hi = m.indptr[first], m.indptr[first + 1]
+            out = np.zeros(len(rows), np.float32)
+            if hi > lo:
+                idx = m.indices[lo:hi]
+                pos = np.minimum(np.searchsorted(idx, cols), hi - lo - 1)
+                hit = idx[pos] == cols
+                out[hit] = m.data[lo:hi][pos[hit]]
+            return out
     return np.asarray(m[rows, cols], np.float32).ravel()
+
+
+def _affinity(h: sp.csr_matrix, codes: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """For each pair (row, item): the history weight of `row` on items sharing the item's code
+    (category or brand); codes < 0 are unknown and get 0."""
+    out = np.zeros(len(rows), np.float32)
+    hist_codes = codes[h.indices]
+    ok = hist_codes >= 0
+    if not ok.any():
+        return out
+    n_codes = int(codes.max()) + 1
+    hist_rows = np.repeat(np.arange(h.shape[0], dtype=np.int64), np.diff(h.indptr))
+    keys, inv = np.unique(hist_rows[ok] * n_codes + hist_codes[ok], return_inverse=True)
+    sums = np.bincount(inv, weights=h.data[ok], minlength=len(keys))
+    c = codes[items]
+    want = np.where(c >= 0, rows * n_codes + c, -1)
+    pos = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+    hit = (keys[pos] == want) & (c >= 0)
+    out[hit] = sums[pos[hit]]
+    return out
 
 
 def pair_features(users: np.ndarray, histories: sp.csr_matrix, rows: np.ndarray, items: np.ndarray,
@@ -266,16 +288,11 @@ def pair_features(users: np.ndarray, histories: sp.csr_matrix, rows: np.ndarray,
     n_items = h.shape[1]
     total = np.asarray(h.sum(axis=1)).ravel()
     total = np.where(total > 0, total, 1.0)
-    for col, kind, codes in ((6, "category", item_f.category), (7, "brand", item_f.brand)):
-        onehot = item_f.onehot(kind, n_items)
-        if onehot is None:
-            continue
-        affinity = sp.csr_matrix(h @ onehot)  # [B, n_codes], sparse
-        c = codes[items]
-        ok = c >= 0
-        vals = np.zeros(n_pairs, np.float32)
-        vals[ok] = _gather(affinity, rows[ok], c[ok])
-        out[:, col] = vals / total[rows]
+    for col, codes in ((6, item_f.category), (7, item_f.brand)):
+        codes = np.asarray(codes[:n_items], np.int64)
+        if len(codes) < n_items:  # items without a catalogue row have no code
+            codes = np.concatenate([codes, np.full(n_items - len(codes), -1, np.int64)])
+        out[:, col] = _affinity(h, codes, rows, items) / total[rows]
     band = user_f.rows(u)[:, USER_FEATURES.index("user_price_median")]
     price = item_f.price[items]
     out[:, 8] = np.where((band > 0) & ~np.isnan(price), price / np.maximum(band, 1e-6), -1.0)

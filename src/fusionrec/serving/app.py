@@ -1,7 +1,12 @@
 """The HTTP API (see CONTRACT.md): `create_app(model_dir, store, settings)` builds it; `fusionrec serve` runs it.
 
-Read endpoints are open; writes and admin endpoints need the API key. Handlers are plain functions,
-so FastAPI runs them in its thread pool and numpy work never blocks the event loop.
+Read endpoints are open; writes and admin endpoints need the API key.
+
+The recommendation and similar-item handlers are `async`: they only touch memory (histories, the
+model's arrays) for a millisecond or two, so they run on the event loop itself. Handing them to the
+thread pool would let eight requests contend for the GIL at once, each taking several times longer.
+POST /events awaits the store's writer thread from the loop. Handlers that block on the store or on
+a retrain (forget, admin) are plain functions, which FastAPI runs in its pool.
 """
 
 from __future__ import annotations
@@ -94,13 +99,13 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
 
     @app.get("/health", response_model=Health, tags=["ops"])
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         model = state.current
         return {"status": "ok", "model_version": model.version if model else None, "model_loaded": model is not None,
                 "retrain": state.retrain_status, "live_events": state.histories.live_events}
 
     @app.get("/recommendations/{user_id}", response_model=Recommendations, tags=["recommendations"])
-    def recommendations(user_id: UserId, k: K = 10,
+    async def recommendations(user_id: UserId, k: K = 10,
                         category: Annotated[Optional[str], Query(max_length=MAX_ID, description="category prefix")] = None,
                         exclude: Annotated[Optional[str], Query(max_length=100 * (MAX_ID + 1),
                                                                 description="comma-separated item ids")] = None,
@@ -117,26 +122,26 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
         return JSONResponse({"user_id": raw_id, "model_version": model.version if model else None, "items": items})
 
     @app.post("/recommendations/session", response_model=Recommendations, tags=["recommendations"])
-    def session_recommendations(body: SessionRequest) -> Response:
+    async def session_recommendations(body: SessionRequest) -> Response:
         model = state.current
         items = state.recommender.for_session(model, body.items, body.k)
         return JSONResponse({"user_id": None, "model_version": model.version if model else None, "items": items})
 
     @app.get("/items/{item_id}/similar", response_model=SimilarItems, tags=["recommendations"])
-    def similar_items(item_id: ItemId, k: K = 10) -> Response:
+    async def similar_items(item_id: ItemId, k: K = 10) -> Response:
         model = state.current
         items = state.recommender.similar(model, item_id, k)
         return JSONResponse({"item_id": item_id, "model_version": model.version if model else None, "items": items})
 
     @app.post("/events", response_model=EventsResult, dependencies=writer, tags=["events"])
-    def post_events(body: Annotated[EventBatch, Body()]) -> dict[str, Any]:
+    async def post_events(body: Annotated[EventBatch, Body()]) -> dict[str, Any]:
         batch = body if isinstance(body, list) else [body]
         try:
             events = [e.model_dump() for e in batch if isinstance(e, EventIn)]
             for e in events:
                 if e.get("user_id"):
                     e["user_id"] = state.stored_id(e["user_id"])
-            result = state.ingest(events)
+            result = await state.ingest(events)
         except (TimeoutError, OSError, duckdb.Error) as exc:  # nothing was acknowledged: the client may retry
             log.error("events not stored: %s", exc)
             raise _store_refusal(exc) from None

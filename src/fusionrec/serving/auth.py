@@ -30,7 +30,7 @@ class WriteAuth:
         self._key = api_key.encode() if api_key else None
         self.allow_loopback = allow_loopback_without_key
 
-    def __call__(self, request: Request) -> None:
+    async def __call__(self, request: Request) -> None:  # async: no thread-pool hop for a string compare
         client = request.client.host if request.client else None
         if self._key is None:
             if self.allow_loopback and is_loopback(client):

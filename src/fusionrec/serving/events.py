@@ -5,6 +5,8 @@ takes every request waiting at that moment, validates them together with the sam
 `fusionrec ingest` (`validated_sql`), inserts the accepted rows and quarantines the rejected ones in
 one transaction, and commits (DuckDB fsyncs its WAL on commit) before any of those requests is
 answered. Grouping keeps the per-event cost low under concurrency without a second log to replay.
+Validation is one query over the registered rows; the transaction holds one INSERT (two when some
+rows are rejected: their raw JSON is built for them alone).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fusionrec import schema as S
 from fusionrec.data.adapters import RawEvents
@@ -73,6 +76,7 @@ class EventWriter:
         self.rules = rules or ValidationRules()
         self._queue: queue.Queue[tuple[str, Any, Future] | None] = queue.Queue()
         self._last_seq = 0
+        self._validate_sql = validated_sql(RawEvents(sql="SELECT * FROM _api_events", source=Path("api")), self.rules)
         self._thread = threading.Thread(target=self._run, name="fusionrec-store-writer", daemon=True)
         self._closed = False
         self._thread.start()
@@ -80,11 +84,16 @@ class EventWriter:
     # -- public -------------------------------------------------------------------------------
     def write(self, events: list[dict[str, Any]], timeout: float = 30.0) -> WriteResult:
         """Validate and store events (dicts of RAW_FIELDS); returns once they are committed."""
-        if not events:
-            return WriteResult()
+        return self.submit(events).result(timeout=timeout)
+
+    def submit(self, events: list[dict[str, Any]]) -> Future:
+        """Hand events to the writer; the future's result (a WriteResult) is set once they are committed."""
         fut: Future = Future()
-        self._queue.put(("events", events, fut))
-        return fut.result(timeout=timeout)
+        if not events:
+            fut.set_result(WriteResult())
+        else:
+            self._queue.put(("events", events, fut))
+        return fut
 
     def call(self, fn: Callable[[Any], Any], timeout: float = 300.0) -> Any:
         """Run fn(connection) in the writer thread (inside no transaction) and return its result."""
@@ -159,7 +168,6 @@ class EventWriter:
         now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
         cols: dict[str, list[Any]] = {c: [] for c in RAW_FIELDS}
         reject: list[str | None] = []
-        raw: list[str] = []
         for ev in rows:
             for c in RAW_FIELDS:
                 cols[c].append(_text(ev.get(c)))
@@ -168,28 +176,30 @@ class EventWriter:
             bad = next((f"{c} contains a control character" for c in (S.USER_ID, S.ITEM_ID, S.BEHAVIOR)
                         if cols[c][-1] is not None and _CONTROL.search(cols[c][-1])), None)
             reject.append(bad)
-            raw.append(json.dumps({k: ev.get(k) for k in RAW_FIELDS if ev.get(k) is not None}, sort_keys=True,
-                                  default=str))
+        n = len(rows)
         table = pa.table({**{c: pa.array(v, pa.string()) for c, v in cols.items()},
-                          S.SPLIT: pa.nulls(len(rows), pa.string()),
-                          S.SEQ: pa.array(seqs, pa.int64()), S.SOURCE: pa.array(["api"] * len(rows), pa.string()),
-                          S.LINE: pa.array(seqs, pa.int64()), "reject": pa.array(reject, pa.string()),
-                          "raw": pa.array(raw, pa.string())})
+                          S.SPLIT: pa.nulls(n, pa.string()), S.SEQ: pa.array(seqs, pa.int64()),
+                          S.SOURCE: pa.array(["api"] * n, pa.string()), S.LINE: pa.array(seqs, pa.int64()),
+                          "reject": pa.array(reject, pa.string()), "raw": pa.nulls(n, pa.string())})
         con = self.store.con
-        sql = validated_sql(RawEvents(sql="SELECT * FROM _api_events", source=Path("api")), self.rules)
         ins = ", ".join(CONTENT_COLUMNS)
         con.register("_api_events", table)
+        try:  # validation reads only the registered rows: outside the transaction, one statement
+            staged = con.execute(self._validate_sql).fetch_arrow_table()
+        finally:
+            con.unregister("_api_events")
+        reasons = staged.column("reason")
+        ok = staged.filter(pc.is_null(reasons))
+        by_seq = dict(zip(staged.column(S.SEQ).to_pylist(), range(staged.num_rows)))
+        bad = [by_seq[seq] for seq, r in zip(staged.column(S.SEQ).to_pylist(), reasons.to_pylist()) if r is not None]
+        con.register("_api_ok", ok)
         try:
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE _api_staged AS {sql}")
                 con.execute(f"INSERT INTO events ({ins}, {S.SEQ}, {S.SOURCE}, {S.LINE}) "
-                            f"SELECT {ins}, {S.SEQ}, {S.SOURCE}, {S.LINE} FROM _api_staged WHERE reason IS NULL")
-                con.execute(f"INSERT INTO quarantine SELECT {S.SOURCE}, {S.LINE}, reason, raw, now() "
-                            "FROM _api_staged WHERE reason IS NOT NULL")
-                out = con.execute(f"SELECT {S.SEQ}, reason, {S.USER_ID}, {S.ITEM_ID}, {S.BEHAVIOR}, "
-                                  f"epoch_ms({S.TIMESTAMP}) / 1000.0 FROM _api_staged").fetchall()
-                con.execute("DROP TABLE _api_staged")
+                            f"SELECT {ins}, {S.SEQ}, {S.SOURCE}, {S.LINE} FROM _api_ok")
+                if bad:
+                    self._quarantine(con, staged, bad, rows, seqs)
                 con.execute("COMMIT")
             except BaseException:
                 try:
@@ -198,13 +208,16 @@ class EventWriter:
                     pass
                 raise
         finally:
-            con.unregister("_api_events")
-        by_seq = {r[0]: r for r in out}
+            con.unregister("_api_ok")
+        micros = pc.cast(pc.cast(staged.column(S.TIMESTAMP), pa.timestamp("us")), pa.int64())
+        when = pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6)  # epoch seconds
+        out = list(zip(reasons.to_pylist(), staged.column(S.USER_ID).to_pylist(),
+                       staged.column(S.ITEM_ID).to_pylist(), staged.column(S.BEHAVIOR).to_pylist(), when.to_pylist()))
         results, pos = [], 0
         for batch in batches:
             res = WriteResult()
             for index in range(len(batch)):
-                seq, reason, user, item, beh, t = by_seq[seqs[pos]]
+                reason, user, item, beh, t = out[by_seq[seqs[pos]]]
                 pos += 1
                 if reason is None:
                     res.accepted.append((user, item, beh, float(t) if t is not None else float("nan")))
@@ -212,3 +225,20 @@ class EventWriter:
                     res.rejected.append({"index": index, "reason": reason})
             results.append(res)
         return results
+
+    def _quarantine(self, con: Any, staged: pa.Table, bad: list[int], rows: list[dict[str, Any]],
+                    seqs: list[int]) -> None:
+        """The rejected rows with their reason and raw JSON (built only for them; none when ids are
+        pseudonymised, since the raw text would hold the real id)."""
+        row_of = {seq: k for k, seq in enumerate(seqs)}
+        picked = staged.take(pa.array(bad, pa.int64()))
+        raw = None if self.rules.pseudonym_key else [
+            json.dumps({k: v for k, v in rows[row_of[seq]].items() if k in RAW_FIELDS and v is not None},
+                       sort_keys=True, default=str)[:1000] for seq in picked.column(S.SEQ).to_pylist()]
+        q = pa.table({S.SOURCE: picked.column(S.SOURCE), S.LINE: picked.column(S.LINE),
+                      S.REASON: picked.column("reason"), "raw": pa.array(raw or [None] * len(bad), pa.string())})
+        con.register("_api_bad", q)
+        try:
+            con.execute(f"INSERT INTO quarantine SELECT {S.SOURCE}, {S.LINE}, {S.REASON}, raw, now() FROM _api_bad")
+        finally:
+            con.unregister("_api_bad")

@@ -8,6 +8,7 @@ with a logged reason and the previous one keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -174,7 +175,7 @@ class ServerState:
 
     def _retrain_job(self) -> None:
         from fusionrec.pipeline import PipelineConfig, load_pipeline_config
-        from fusionrec.serving.training import train_version
+        from fusionrec.serving.retrain_process import train_in_child
 
         t0 = time.perf_counter()
         try:
@@ -184,8 +185,8 @@ class ServerState:
                 cfg = replace(self.current.pipeline.cfg)
             else:
                 cfg = PipelineConfig()
-            with self.reading() as reader:
-                folder = train_version(reader, self.model_dir, cfg, make_current=False)
+            with self.reading() as reader:  # training runs in a child process on a snapshot of the store
+                folder = train_in_child(reader, self.model_dir, cfg)
             for user_id in list(self._forgotten_during_retrain):  # forgotten after the snapshot was read
                 forget_in_versions(folder, user_id)
             model = self._build(load_version(folder))
@@ -208,9 +209,14 @@ class ServerState:
         """The id a raw user id is stored under: its keyed HMAC when pseudonymisation is on."""
         return stored_user_id(user_id, self.settings.pseudonym_key)
 
-    def ingest(self, events: list[dict[str, Any]]) -> WriteResult:
-        """Store events durably, then make them part of the users' histories, trending and A/B outcomes."""
-        result = self.writer.write(events)
+    async def ingest(self, events: list[dict[str, Any]], timeout: float = 30.0) -> WriteResult:
+        """Store events durably, then make them part of the users' histories, trending and A/B outcomes.
+
+        Awaited on the event loop: the writer thread commits while other requests are served, with no
+        thread-pool hop in between."""
+        # shielded: a timeout answers 503 but never cancels a commit the writer may be doing
+        result: WriteResult = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.writer.submit(events))),
+                                                     timeout)
         if result.accepted:
             self.histories.append(result.accepted)
             now = time.time()
@@ -297,8 +303,8 @@ def _mtime(path: Path) -> float:
 
 
 def _release_memory() -> None:
-    """Hand the training's freed memory back to the OS: glibc keeps it in the retrain thread's arena
-    otherwise, and a long-running server would grow by a training's peak at every retrain."""
+    """Hand the memory freed by a swap (the old model, the new one's loading buffers) back to the OS:
+    glibc keeps it in the loading thread's arena otherwise, and the server would grow at every swap."""
     import gc
 
     gc.collect()

@@ -105,6 +105,7 @@ class EventStore:
         self.path = str(path)
         self.pseudonym_key = pseudonym_key
         self.encrypted = bool(key)
+        self._key = key  # kept in memory only: snapshots are encrypted with it
         try:
             if key:
                 self.con = duckdb.connect(":memory:")
@@ -268,6 +269,18 @@ class EventStore:
         finally:
             self.con.unregister("_users_in")
         return frame.height
+
+    def snapshot(self, path: Path | str) -> None:
+        """Copy the events and the catalogue into a new store file, encrypted with this store's key:
+        what a retrain in another process reads while this one keeps writing (a DuckDB file is open in
+        one process at a time). Each table is copied by one statement, so each is consistent."""
+        enc = f" (ENCRYPTION_KEY {sql_str(self._key)})" if self._key else ""
+        self.con.execute(f"ATTACH {sql_str(str(path))} AS fusionrec_snapshot{enc}")
+        try:
+            for table in ("events", "items", "users"):
+                self.con.execute(f"CREATE TABLE fusionrec_snapshot.{table} AS SELECT * FROM {table}")
+        finally:
+            self.con.execute("DETACH fusionrec_snapshot")
 
     # -- reading ------------------------------------------------------------------------------
     def events(self, where: str = "") -> pl.DataFrame:

@@ -1,0 +1,91 @@
+"""The one-query shortcuts of the online path give what the batched path gives.
+
+Popularity walks one ranked list, item-to-item models take the top-n of their sparse scores, and the
+pair features look up one user's rows by binary search: each is checked against the general code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fusionrec.candidates.base import CandidateGenerator, top_n
+from fusionrec.candidates.itemknn import ItemKNN
+from fusionrec.candidates.popularity import Popularity
+from fusionrec.features.tables import _affinity, _gather
+
+N_ITEMS = 400
+
+
+def _dense_top(gen: CandidateGenerator, h: sp.csr_matrix, n: int, ex: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    s = gen.score(np.array([0]), h)
+    s[0, ex.indices] = -np.inf
+    return top_n(s, n)
+
+
+@pytest.fixture()
+def popularity() -> Popularity:
+    rng = np.random.default_rng(0)
+    p = Popularity()
+    p.n_items_, p.n_users_ = N_ITEMS, 5
+    counts = rng.integers(0, 30, N_ITEMS).astype(np.float64)  # many ties, as in a real tail
+    p.popularity_ = (counts / counts.max()).astype(np.float32)
+    p._order = None
+    p.item_category_, p.categories_ = np.empty(0, np.int64), np.empty(0, str)
+    p.category_popularity_ = np.empty(0, np.float32)
+    return p
+
+
+@pytest.mark.parametrize("n", [1, 10, 150, N_ITEMS])
+def test_popularity_one_query_matches_the_dense_top_n(popularity: Popularity, n: int) -> None:
+    for seed in range(10):
+        ex = sp.random(1, N_ITEMS, density=0.2, format="csr", random_state=seed)
+        items, scores = popularity.recommend(np.array([0]), None, n, exclude=ex)
+        _, want = _dense_top(popularity, sp.csr_matrix((1, N_ITEMS), dtype=np.float32), n, ex)
+        np.testing.assert_allclose(scores, want)  # the same scores in the same order (ties may swap items)
+        finite = np.isfinite(scores[0])
+        assert not set(items[0][finite]) & set(ex.indices)
+        assert np.all(np.diff(scores[0][finite]) <= 0)
+        assert (popularity.popularity_[items[0][finite]] == scores[0][finite]).all()
+
+
+def test_item_knn_one_query_matches_the_dense_top_n() -> None:
+    rng = np.random.default_rng(1)
+    gen = ItemKNN()
+    gen.n_items_, gen.n_users_ = N_ITEMS, 5
+    gen.sim_ = sp.random(N_ITEMS, N_ITEMS, density=0.03, format="csr", random_state=0, dtype=np.float32)
+    gen.fallback_ = rng.random(N_ITEMS).astype(np.float32)
+    gen._prepare()
+    shortcut = 0
+    for seed in range(40):
+        h = sp.random(1, N_ITEMS, density=rng.uniform(0.0, 0.1), format="csr", random_state=seed, dtype=np.float32)
+        ex = sp.random(1, N_ITEMS, density=0.05, format="csr", random_state=100 + seed)
+        for n in (5, 20, 100):
+            items, scores = gen.recommend(np.array([0]), h, n, exclude=ex)
+            want_items, want = _dense_top(gen, h, n, ex)
+            np.testing.assert_allclose(scores, want)
+            positive = scores[0] > 0
+            assert set(items[0][positive]) == set(want_items[0][want[0] > 0]) or np.unique(scores[0]).size < n
+            shortcut += gen._top_n_sparse(h, n, ex) is not None
+    assert shortcut > 0  # the sparse path was taken (and agreed), not only the dense fallback
+
+
+def test_pair_lookups_match_scipy_indexing() -> None:
+    rng = np.random.default_rng(2)
+    for seed in range(20):
+        m = sp.random(50, N_ITEMS, density=0.1, format="csr", random_state=seed)
+        row = np.full(80, int(rng.integers(0, 50)))
+        cols = rng.integers(0, N_ITEMS, 80)
+        np.testing.assert_allclose(_gather(m, row, cols), np.asarray(m[row, cols]).ravel())
+        b = int(rng.integers(1, 6))
+        h = sp.random(b, N_ITEMS, density=0.05, format="csr", random_state=seed, dtype=np.float32)
+        codes = rng.integers(-1, 12, N_ITEMS)
+        rows, items = rng.integers(0, b, 200), rng.integers(0, N_ITEMS, 200)
+        known = codes >= 0
+        onehot = sp.csr_matrix((np.ones(known.sum()), (np.flatnonzero(known), codes[known])),
+                               shape=(N_ITEMS, codes.max() + 1))
+        per_code = (h @ onehot).toarray()
+        c = codes[items]
+        want = np.where(c >= 0, per_code[rows, np.maximum(c, 0)], 0.0)
+        np.testing.assert_allclose(_affinity(h, codes, rows, items), want, rtol=1e-5, atol=1e-6)
