@@ -382,9 +382,11 @@ def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: lis
         f"{fresh['trials']} trials reflected by the first GET after the POST, {fresh['missed']} not within "
         f"{fresh['max_gets']} GETs.",
         f"- Retrain and hot swap under load (recommendations at concurrency 8): the retrain took "
-        f"{swap['retrain_seconds']:.1f} s inside the server process and swapped in {swap['version']}; "
+        f"{swap['retrain_seconds']:.1f} s (a snapshot of the store, training in a child process at lower CPU "
+        f"priority, loading and swapping in the server) and swapped in {swap['version']}; "
         f"{swap['errors']} errors in {swap['requests']:,} requests; p99 {swap['steady']['p99']:.1f} ms steady, "
-        f"{swap['during']['p99']:.1f} ms during the retrain (it competes for the cores), "
+        f"{swap['during']['p99']:.1f} ms during the retrain "
+        f"({swap['during']['p99'] / swap['steady']['p99']:.1f}x steady; target 2x), "
         f"{swap['after']['p99']:.1f} ms after; throughput {swap['steady']['rps']:,.0f} / "
         f"{swap['during']['rps']:,.0f} / {swap['after']['rps']:,.0f} requests/s.",
     ]

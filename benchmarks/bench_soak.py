@@ -4,7 +4,8 @@ Traffic (from a separate asyncio + httpx process, open loop at a fixed rate): 80
 15% POST /events, 5% GET /items/{id}/similar. The rate is 75% of the throughput the same mix reaches at
 concurrency 8 on this machine (measured first, closed loop, for a few seconds), i.e. near the benchmark
 throughput but below saturation, so latency reflects the server rather than a growing queue. Half way
-through, POST /admin/retrain?wait=true trains a new version inside the server and swaps it in.
+through, POST /admin/retrain?wait=true trains a new version (in a child process of the server, on a
+snapshot of its store) and swaps it in.
 
 Reported: failed requests (anything but 200, transport errors included), the server's resident memory
 (VmRSS, sampled every second) after warm-up against the end, and p99 latency per minute.
@@ -249,8 +250,8 @@ def summarise(samples: list, rss: list, t_start: float, seconds: float, swap: di
     tail = [kb for t, kb in rss if t >= t_start + 0.9 * seconds] or after_warm[-1:]
     end_kb = int(np.median(tail)) if tail else None
     growth = (end_kb - base_kb) / base_kb if base_kb and end_kb else None
-    # a leak grows within a phase; a retrain in the server process adds a one-time step (training code and
-    # buffers that stay mapped), so the growth before and after the swap is reported apart from the total
+    # a leak grows within a phase; a swap can add a one-time step (the new version's buffers), so the
+    # growth before and after the swap is reported apart from the total
     def phase_growth(t0: float, t1: float) -> float | None:
         kb = [k for t, k in rss if t0 <= t <= t1]
         if len(kb) < 4:

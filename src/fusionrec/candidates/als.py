@@ -7,12 +7,13 @@ threaded BLAS inside them only thrashes), and fold-in for users the model has no
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from fusionrec.candidates._similarity import training_matrix
 from fusionrec.candidates.base import CandidateGenerator
@@ -20,6 +21,18 @@ from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
 from fusionrec.data.interactions import Interactions
 
 __all__ = ["ALS", "BPR"]
+
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _one_blas_thread() -> Any:
+    """A context limiting BLAS to one thread (implicit warns otherwise). The controller that finds the
+    BLAS libraries reads /proc/self/maps, milliseconds a call, so it is made once, after implicit has
+    loaded its libraries; a fold-in per request then costs microseconds for the limit."""
+    if not _CONTROLLER:
+        importlib.import_module("implicit.cpu.als")  # its BLAS must be loaded before the controller looks
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 class _FactorModel(CandidateGenerator):
@@ -108,7 +121,7 @@ class ALS(_FactorModel):
         from implicit.cpu.als import AlternatingLeastSquares
 
         c = self.cfg
-        with threadpool_limits(1, "blas"):
+        with _one_blas_thread():
             return AlternatingLeastSquares(factors=c.factors, regularization=c.regularization, alpha=c.alpha,
                                            dtype=np.float32, use_cg=c.use_cg, iterations=c.iterations,
                                            num_threads=c.num_threads, random_state=c.seed)
@@ -116,7 +129,7 @@ class ALS(_FactorModel):
     def _fit(self, data: Interactions) -> None:
         x = sp.csr_matrix(training_matrix(data, self.cfg.half_life_days), dtype=np.float32)
         model = self._model()
-        with threadpool_limits(1, "blas"):
+        with _one_blas_thread():
             model.fit(x, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, np.float32)
@@ -131,7 +144,7 @@ class ALS(_FactorModel):
             model.item_factors = self.item_factors_
             model.user_factors = self.user_factors_
             self._solver = model
-        with threadpool_limits(1, "blas"):
+        with _one_blas_thread():
             vec = model.recalculate_user(np.arange(h.shape[0]), sp.csr_matrix(h, dtype=np.float32))
         return np.asarray(vec, np.float32).reshape(h.shape[0], -1)
 
@@ -176,7 +189,7 @@ class BPR(_FactorModel):
 
         c = self.cfg
         x = sp.csr_matrix(data.matrix(), dtype=np.float32)
-        with threadpool_limits(1, "blas"):
+        with _one_blas_thread():
             model = BayesianPersonalizedRanking(factors=c.factors, learning_rate=c.learning_rate,
                                                 regularization=c.regularization, dtype=np.float32,
                                                 iterations=c.iterations, num_threads=c.num_threads,
