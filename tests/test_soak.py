@@ -1,4 +1,4 @@
-"""A short soak (benchmarks/bench_soak.py, 20 s instead of 10 minutes) as a correctness test: steady mixed
+"""A short soak (benchmarks/bench_soak.py, 30 s instead of 10 minutes) as a correctness test: steady mixed
 traffic from another process against `fusionrec serve`, a retrain and hot swap in the middle, and not one failed
 request or logged error. No speed is asserted."""
 
@@ -25,11 +25,11 @@ def test_short_soak_with_a_swap(tmp_path):
         pipe = load_version(model).pipeline
         users = pipe.users_.ids()[:200] + ["stranger-1", "stranger-2"]
         items = pipe.items_.ids()[:150]
-        res = bench_soak.soak(base, proc.pid, tmp_path, users, items, seconds=20.0, rate=12.0, swap_at=0.4)
+        res = bench_soak.soak(base, proc.pid, tmp_path, users, items, seconds=30.0, rate=12.0, swap_at=0.4)
     finally:
         bench_soak.stop_server(proc)
     assert res["failed"] == 0, res["failures"]
-    assert res["requests"] >= 150 and set(res["by_kind"]) == {"recs", "event", "similar"}, res["by_kind"]
+    assert res["requests"] >= 250 and set(res["by_kind"]) == {"recs", "event", "similar"}, res["by_kind"]
     assert res["swap"]["status"] == 200 and res["swap"]["last"] == "ok", res["swap"]
     assert res["swap"]["version"] in res["versions"] and len(res["versions"]) == 2, res["versions"]
     assert res["rss_end_mb"] and res["rss_after_warmup_mb"]

@@ -13,7 +13,8 @@ from fusionrec import schema as S
 from fusionrec.candidates.base import CandidateGenerator, ScoredItems
 from fusionrec.data.interactions import ITEM_IDX, Interactions
 
-__all__ = ["Popularity", "Trending", "CategoryPopularity", "popularity_fallback", "apply_fallback"]
+__all__ = ["Popularity", "Trending", "CategoryPopularity", "popularity_fallback", "apply_fallback",
+           "popularity_arrays"]
 
 
 def _normalised(counts: np.ndarray) -> np.ndarray:
@@ -25,6 +26,35 @@ def _normalised(counts: np.ndarray) -> np.ndarray:
 def popularity_fallback(data: Interactions) -> np.ndarray:
     """Item popularity under the data's weighting, scaled to [0, 1] (float32 [n_items])."""
     return _normalised(np.asarray(data.matrix().sum(axis=0), np.float64).ravel())
+
+
+def popularity_arrays(counts: np.ndarray, catalogue: pl.DataFrame | None, n_items: int) -> dict[str, Any]:
+    """The saved state of `Popularity` from per-item counts and the catalogue (with item_idx): the
+    scaled popularity and, where items have categories, each item's category and its popularity
+    within it. The Spark engine builds the same arrays from counts it aggregated."""
+    state: dict[str, Any] = {"popularity": _normalised(counts), "item_category": np.empty(0, np.int64),
+                             "categories": np.empty(0, dtype="<U1"), "category_popularity": np.empty(0, np.float32)}
+    cat = catalogue
+    if cat is None or S.CATEGORY not in cat.columns or ITEM_IDX not in cat.columns:
+        return state
+    col = cat[S.CATEGORY].cast(pl.Utf8)
+    names = sorted(set(col.drop_nulls().to_list()) - {""})
+    if not names:
+        return state
+    lookup = {name: code for code, name in enumerate(names)}
+    codes = np.full(n_items, -1, np.int64)
+    idx = cat[ITEM_IDX].to_numpy()
+    inside = (idx >= 0) & (idx < n_items)
+    codes[idx[inside]] = np.fromiter((lookup.get(c, -1) if c else -1 for c in col.to_list()),
+                                     np.int64, count=len(col))[inside]
+    top = np.zeros(len(names) + 1)
+    key = np.where(codes >= 0, codes, len(names))
+    np.maximum.at(top, key, counts)
+    denom = top[key]
+    state.update({"item_category": codes, "categories": np.asarray(names, dtype=str),
+                  "category_popularity": np.where(denom > 0, counts / np.maximum(denom, 1e-12), 0.0)
+                  .astype(np.float32)})
+    return state
 
 
 def apply_fallback(scores: np.ndarray, rows: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -73,32 +103,7 @@ class Popularity(CandidateGenerator):
         else:
             w = data.event_weights(replace(data.weighting, half_life_days=self.cfg.half_life_days))
             counts = np.bincount(data.events[ITEM_IDX].to_numpy(), weights=w, minlength=data.n_items)
-        self.popularity_ = _normalised(counts)
-        self._order = None
-        self.item_category_ = np.empty(0, np.int64)
-        self.categories_ = np.empty(0, dtype="<U1")
-        self.category_popularity_ = np.empty(0, np.float32)
-        cat = data.catalogue
-        if cat is not None and S.CATEGORY in cat.columns and ITEM_IDX in cat.columns:
-            col = cat[S.CATEGORY].cast(pl.Utf8)
-            names = sorted(set(col.drop_nulls().to_list()) - {""})
-            if names:
-                lookup = {name: code for code, name in enumerate(names)}
-                codes = np.full(data.n_items, -1, np.int64)
-                idx = cat[ITEM_IDX].to_numpy()
-                inside = (idx >= 0) & (idx < data.n_items)
-                codes[idx[inside]] = np.fromiter((lookup.get(c, -1) if c else -1 for c in col.to_list()),
-                                                 np.int64, count=len(col))[inside]
-                self.categories_ = np.asarray(names, dtype=str)
-                self.item_category_ = codes
-                self.category_popularity_ = self._within_category(counts)
-
-    def _within_category(self, counts: np.ndarray) -> np.ndarray:
-        cat = self.item_category_
-        top = np.zeros(len(self.categories_) + 1)
-        np.maximum.at(top, np.where(cat >= 0, cat, len(self.categories_)), counts)
-        denom = top[np.where(cat >= 0, cat, len(self.categories_))]
-        return np.where(denom > 0, counts / np.maximum(denom, 1e-12), 0.0).astype(np.float32)
+        self._load_state(popularity_arrays(counts, data.catalogue, data.n_items))
 
     @property
     def has_categories(self) -> bool:

@@ -59,22 +59,34 @@ class ItemFeatures:
         beh = ev[S.BEHAVIOR].to_numpy()
         t = ev[TIME].to_numpy()
         now = data.now()
-        count = np.bincount(items, minlength=n).astype(np.float64)
+        windows = []
+        for days in (1, 7, 30):
+            recent = t >= now - days * _DAY if np.isfinite(now) else np.zeros(len(t), bool)
+            windows.append(np.bincount(items[recent], minlength=n).astype(np.float64))
+        first = np.full(n, np.nan)
+        if np.isfinite(now):
+            order = np.argsort(t, kind="stable")
+            first_pos = np.unique(items[order], return_index=True)
+            first[first_pos[0]] = t[order][first_pos[1]]
+        return cls.from_counts(
+            count=np.bincount(items, minlength=n).astype(np.float64), windows=windows,
+            views=np.bincount(items[(beh == "view") | (beh == "click")], minlength=n).astype(np.float64),
+            carts=np.bincount(items[beh == "cart"], minlength=n).astype(np.float64),
+            buys=np.bincount(items[beh == "buy"], minlength=n).astype(np.float64),
+            first_seen=first, now=now, catalogue=data.catalogue)
+
+    @classmethod
+    def from_counts(cls, count: np.ndarray, windows: list[np.ndarray], views: np.ndarray, carts: np.ndarray,
+                    buys: np.ndarray, first_seen: np.ndarray, now: float,
+                    catalogue: pl.DataFrame | None) -> "ItemFeatures":
+        """The features from per-item counts (all, last 1/7/30 days, views, carts, buys), the first time
+        each item was seen and the catalogue (with item_idx); the Spark engine aggregates the same counts."""
+        n = len(count)
         out = np.zeros((n, len(ITEM_FEATURES)), np.float32)
         out[:, 0] = np.log1p(count)
-        windows = []
-        for j, days in enumerate((1, 7, 30), start=1):
-            if np.isfinite(now):
-                recent = t >= now - days * _DAY
-                w = np.bincount(items[recent], minlength=n).astype(np.float64)
-            else:
-                w = np.zeros(n)
-            windows.append(w)
+        for j, w in enumerate(windows, start=1):
             out[:, j] = np.log1p(w)
         out[:, 4] = (windows[1] / 7.0 + 0.1) / (windows[2] / 30.0 + 0.1)  # last week vs last month, per day
-        views = np.bincount(items[(beh == "view") | (beh == "click")], minlength=n).astype(np.float64)
-        carts = np.bincount(items[beh == "cart"], minlength=n).astype(np.float64)
-        buys = np.bincount(items[beh == "buy"], minlength=n).astype(np.float64)
         out[:, 5] = (carts + 0.1) / (views + 1.0)  # smoothed so a single view does not look like 100%
         out[:, 6] = (buys + 0.05) / (views + 1.0)
         price = np.full(n, np.nan)
@@ -84,7 +96,7 @@ class ItemFeatures:
         consumable = np.zeros(n, bool)
         cat_names: list[str] = []
         brand_names: list[str] = []
-        cat = data.catalogue
+        cat = catalogue
         if cat is not None:
             idx = cat[ITEM_IDX].to_numpy()
             if S.PRICE in cat.columns:
@@ -113,14 +125,7 @@ class ItemFeatures:
         out[:, 8] = np.nan_to_num(rel, nan=-1.0)
         out[:, 9] = category
         out[:, 10] = brand
-        if np.isfinite(now):
-            first = np.full(n, np.nan)
-            order = np.argsort(t, kind="stable")
-            first_pos = np.unique(items[order], return_index=True)
-            first[first_pos[0]] = t[order][first_pos[1]]
-            out[:, 11] = np.nan_to_num((now - first) / _DAY, nan=-1.0)
-        else:
-            out[:, 11] = -1.0
+        out[:, 11] = np.nan_to_num((now - first_seen) / _DAY, nan=-1.0) if np.isfinite(now) else -1.0
         return cls(values=out, category=category, brand=brand, price=price, available=available,
                    consumable=consumable, category_names=cat_names, brand_names=brand_names)
 

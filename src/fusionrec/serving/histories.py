@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -114,7 +115,9 @@ class HistoryStore:
         self._beh = behavior_codes
         self._t = times
         self._n_base = len(indptr) - 1
-        self._live: dict[int, list[tuple[int, int, float]]] = {}
+        # live events per user: the newest `max_events` received (a history never holds more), so a busy
+        # user or a client replaying a log costs bounded memory and bounded work per request
+        self._live: dict[int, deque[tuple[int, int, float]]] = {}
         self._masked: set[int] = set()  # users forgotten: their stored rows no longer count
         self._lock = threading.Lock()
         self._trend = np.zeros(max(len(items), 1) * 2, np.float64)
@@ -283,7 +286,10 @@ class HistoryStore:
                     self.behaviors.append(behavior)
                     self._weights = np.append(self._weights, np.float32(S.DEFAULT_BEHAVIOR_WEIGHTS.get(behavior, 1.0)))
                     b = len(self.behaviors) - 1
-                self._live.setdefault(u, []).append((i, b, t))
+                live = self._live.get(u)
+                if live is None:
+                    live = self._live[u] = deque(maxlen=self.max_events)
+                live.append((i, b, t))
                 w = float(self._weights[b])
                 if math.isfinite(t):
                     self.newest = t if not math.isfinite(self.newest) else max(self.newest, t)

@@ -64,9 +64,13 @@ def main(argv: list[str]) -> int:
     from fusionrec.store.open import open_store
 
     snapshot, model_dir, config = argv
-    cfg = PipelineConfig(**json.loads(config))
-    with open_store(snapshot, must_exist=True, read_only=True) as store:
-        folder = train_version(store, Path(model_dir), cfg, make_current=False)
+    try:
+        cfg = PipelineConfig(**json.loads(config))
+        with open_store(snapshot, must_exist=True, read_only=True) as store:
+            folder = train_version(store, Path(model_dir), cfg, make_current=False)
+    except FusionrecError as exc:  # a known problem: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({"version_path": str(folder)}))
     return 0
 

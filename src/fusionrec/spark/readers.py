@@ -158,11 +158,11 @@ def _native_paths(path: str) -> tuple[list[str], str, list[str]]:
             return [str(p)], "parquet", []  # a Parquet dataset folder (e.g. written by Spark)
         raise FormatError(f"{path}: expected events.csv or events.parquet in this folder")
     files = _expand_local(path, "native event files (.csv or .parquet)")
+    if any(f.lower().endswith((".jsonl", ".jsonl.gz", ".json")) for f in files):
+        raise FormatError(f"{path}: JSON lines are not read by the Spark engine; convert to Parquet or CSV")
     kinds = {"parquet" if f.lower().endswith(_PARQUET) else "csv" if f.lower().endswith(_CSV) else "?" for f in files}
     if kinds == {"?"} or len(kinds) > 1:
         raise FormatError(f"{path}: expected .csv or .parquet event files (not a mix); found {', '.join(files[:3])}")
-    if "jsonl" in path:
-        raise FormatError(f"{path}: JSON lines are not read by the Spark engine; convert to Parquet or CSV")
     return files, kinds.pop(), []
 
 

@@ -42,7 +42,6 @@ class IndexedEvents:
     events: Any  # DataFrame user_idx, item_idx, behavior, t, seq, w
     user_ids: list[str]
     item_ids: list[str]  # event items first, then catalogue-only items by id (the embedded order)
-    n_event_items: int
     excluded_bot_users: int
 
 
@@ -88,14 +87,15 @@ def indexed_events(spark: Any, events_path: str, work: str, weights: Mapping[str
     e = (ev.join(uv, S.USER_ID).join(iv, S.ITEM_ID)
          .select(UIDX, IIDX, S.BEHAVIOR, "t", S.SEQ, w.alias("w")))
     e.write.mode("overwrite").parquet(f"{work}/events_indexed")
+    if exclude_bots:
+        bots.unpersist()
     users = to_arrays(uv.orderBy(UIDX).select(S.USER_ID))[S.USER_ID]
     items = to_arrays(iv.orderBy(IIDX).select(S.ITEM_ID))[S.ITEM_ID]
     item_ids = [str(x) for x in items]
-    n_ev = len(item_ids)
     if catalogue_ids:
         seen = set(item_ids)
         item_ids += sorted({c for c in catalogue_ids if c is not None} - seen)
-    return IndexedEvents(spark.read.parquet(f"{work}/events_indexed"), [str(x) for x in users], item_ids, n_ev, n_bots)
+    return IndexedEvents(spark.read.parquet(f"{work}/events_indexed"), [str(x) for x in users], item_ids, n_bots)
 
 
 def now_of(e: Any) -> float:

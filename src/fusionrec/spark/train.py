@@ -26,6 +26,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from fusionrec import schema as S
+from fusionrec.candidates.popularity import popularity_arrays
 from fusionrec.candidates.repeat import repeat_decay
 from fusionrec.data.interactions import ITEM_IDX, _align_catalogue
 from fusionrec.data.validation import IngestCounts, ValidationRules
@@ -198,7 +199,7 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
         if base in ("pop", "trending"):
             counts = base_counts if c.half_life_days is None else A.dense(n_items, *_counts(
                 St.item_counts(e, now, c.half_life_days)))
-            state = A.popularity_state(counts, run.catalogue, n_items)
+            state = popularity_arrays(counts, run.catalogue, n_items)
         elif base == "repeat":
             if c.half_life_days and np.isfinite(now):
                 age = np.nan_to_num((now - np.asarray(p["t_last"], np.float64)) / St.DAY, nan=0.0)
@@ -356,9 +357,11 @@ def data_fingerprint(run: SparkRun) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     ev = run.spark.read.parquet(f"{run.work}/events")
-    n, t0, t1, xor = ev.agg(F.count(F.lit(1)), F.min(S.TIMESTAMP), F.max(S.TIMESTAMP), F.bit_xor(F.xxhash64(
-        S.USER_ID, S.ITEM_ID, S.BEHAVIOR, S.TIMESTAMP, S.SEQ))).collect()[0]
-    return {"events": int(n), "users": len(run.indexed.user_ids), "items": run.indexed.n_event_items,
+    n, users, items, t0, t1, xor = ev.agg(
+        F.count(F.lit(1)), F.count_distinct(S.USER_ID), F.count_distinct(S.ITEM_ID), F.min(S.TIMESTAMP),
+        F.max(S.TIMESTAMP), F.bit_xor(F.xxhash64(S.USER_ID, S.ITEM_ID, S.BEHAVIOR, S.TIMESTAMP, S.SEQ))).collect()[0]
+    # counted before bots are excluded, as the embedded fingerprint counts the store
+    return {"events": int(n), "users": int(users), "items": int(items),
             "first": t0.isoformat() if t0 else None, "last": t1.isoformat() if t1 else None,
             "checksum": f"xxhash64:{int(xor or 0) & (2**64 - 1):016x}",
             "catalogue_items": 0 if run.catalogue is None else int(run.catalogue[S.ITEM_ID].drop_nulls().len()),
