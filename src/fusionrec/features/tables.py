@@ -236,7 +236,7 @@ def _gather(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """
     if m.nnz == 0 or len(rows) == 0:
         return np.zeros(len(rows), np.float32)
-    if len(rows) and m.has_sorted_indices:
+    if m.has_sorted_indices:
         first = int(rows[0])
         if (rows == first).all():
             lo, hi = m.indptr[first], m.indptr[first + 1]

@@ -190,8 +190,9 @@ class EventWriter:
             con.unregister("_api_events")
         reasons = staged.column("reason")
         ok = staged.filter(pc.is_null(reasons))
-        by_seq = dict(zip(staged.column(S.SEQ).to_pylist(), range(staged.num_rows)))
-        bad = [by_seq[seq] for seq, r in zip(staged.column(S.SEQ).to_pylist(), reasons.to_pylist()) if r is not None]
+        staged_seqs, reason_list = staged.column(S.SEQ).to_pylist(), reasons.to_pylist()
+        by_seq = dict(zip(staged_seqs, range(staged.num_rows)))
+        bad = [k for k, r in enumerate(reason_list) if r is not None]
         con.register("_api_ok", ok)
         try:
             con.execute("BEGIN TRANSACTION")
@@ -211,7 +212,7 @@ class EventWriter:
             con.unregister("_api_ok")
         micros = pc.cast(pc.cast(staged.column(S.TIMESTAMP), pa.timestamp("us")), pa.int64())
         when = pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6)  # epoch seconds
-        out = list(zip(reasons.to_pylist(), staged.column(S.USER_ID).to_pylist(),
+        out = list(zip(reason_list, staged.column(S.USER_ID).to_pylist(),
                        staged.column(S.ITEM_ID).to_pylist(), staged.column(S.BEHAVIOR).to_pylist(), when.to_pylist()))
         results, pos = [], 0
         for batch in batches:
@@ -230,10 +231,10 @@ class EventWriter:
                     seqs: list[int]) -> None:
         """The rejected rows with their reason and raw JSON (built only for them; none when ids are
         pseudonymised, since the raw text would hold the real id)."""
-        row_of = {seq: k for k, seq in enumerate(seqs)}
+        first = seqs[0]  # the batch's seqs are consecutive: seq - first is the row's position
         picked = staged.take(pa.array(bad, pa.int64()))
         raw = None if self.rules.pseudonym_key else [
-            json.dumps({k: v for k, v in rows[row_of[seq]].items() if k in RAW_FIELDS and v is not None},
+            json.dumps({k: v for k, v in rows[seq - first].items() if k in RAW_FIELDS and v is not None},
                        sort_keys=True, default=str)[:1000] for seq in picked.column(S.SEQ).to_pylist()]
         q = pa.table({S.SOURCE: picked.column(S.SOURCE), S.LINE: picked.column(S.LINE),
                       S.REASON: picked.column("reason"), "raw": pa.array(raw or [None] * len(bad), pa.string())})
