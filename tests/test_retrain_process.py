@@ -24,12 +24,13 @@ API_KEY = "retrain-key"
 
 
 def test_retrain_on_an_encrypted_store_goes_through_an_encrypted_snapshot(tmp_path, monkeypatch):
+    shop = shop_folder()  # built (and cached) before the key is set: other modules share it unencrypted
     monkeypatch.setenv("FUSIONREC_STORE_KEY", STORE_KEY)
     toml = tmp_path / "blend.toml"
     toml.write_text(BLEND_TOML)
     db = tmp_path / "enc.duckdb"
     with EventStore(db, key=STORE_KEY) as st:
-        st.ingest([shop_folder()], "fusionrec")
+        st.ingest([shop], "fusionrec")
         train_version(st, tmp_path / "model", load_pipeline_config(toml))
 
     snapshots: list[Path] = []
@@ -63,4 +64,4 @@ def test_retrain_on_an_encrypted_store_goes_through_an_encrypted_snapshot(tmp_pa
 def test_a_failing_child_names_its_error(tmp_path):
     with EventStore(tmp_path / "empty.duckdb") as st:  # no events: the child cannot train
         with pytest.raises(FusionrecError, match="retrain process failed.*no events"):
-            train_in_child(st, tmp_path / "model", PipelineConfig(generators={"pop": {}}, fuser="rrf"))
+            train_in_child(st.snapshot, tmp_path / "model", PipelineConfig(generators={"pop": {}}, fuser="rrf"))

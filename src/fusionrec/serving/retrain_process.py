@@ -19,10 +19,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fusionrec.errors import FusionrecError
-from fusionrec.store.event_store import EventStore
 
 __all__ = ["train_in_child"]
 
@@ -37,14 +36,16 @@ def _lower_priority() -> None:  # pragma: no cover - runs in the child before ex
         pass
 
 
-def train_in_child(store: EventStore, model_dir: Path, config: Any, timeout: float | None = None) -> Path:
-    """Snapshot `store`, train a version of `model_dir` from it in a child process (not made current),
-    and return the version folder. Raises FusionrecError with the child's last words if it fails."""
+def train_in_child(snapshot: Callable[[Path], None], model_dir: Path, config: Any,
+                   timeout: float | None = None) -> Path:
+    """Write a snapshot of the store with `snapshot(path)` (e.g. `EventStore.snapshot`), train a version of
+    `model_dir` from it in a child process (not made current), and return the version folder. Raises
+    FusionrecError with the child's last words if it fails."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fusionrec-retrain-") as tmp:
         snap = Path(tmp) / "snapshot.duckdb"
-        store.snapshot(snap)
+        snapshot(snap)
         cmd = [sys.executable, "-m", "fusionrec.serving.retrain_process", str(snap), str(model_dir),
                json.dumps(dataclasses.asdict(config))]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy(),

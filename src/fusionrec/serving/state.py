@@ -185,8 +185,7 @@ class ServerState:
                 cfg = replace(self.current.pipeline.cfg)
             else:
                 cfg = PipelineConfig()
-            with self.reading() as reader:  # training runs in a child process on a snapshot of the store
-                folder = train_in_child(reader, self.model_dir, cfg)
+            folder = train_in_child(self._snapshot, self.model_dir, cfg)  # in a child, on a snapshot
             for user_id in list(self._forgotten_during_retrain):  # forgotten after the snapshot was read
                 forget_in_versions(folder, user_id)
             model = self._build(load_version(folder))
@@ -203,6 +202,11 @@ class ServerState:
         finally:
             self._retrain_lock.release()
             _release_memory()
+
+    def _snapshot(self, path: Path) -> None:
+        """Copy the store for a retrain; the private cursor is held only while copying."""
+        with self.reading() as reader:
+            reader.snapshot(path)
 
     # -- events and forgetting ------------------------------------------------------------------
     def stored_id(self, user_id: str) -> str:
