@@ -49,6 +49,8 @@ auth = {"Authorization": "Bearer " + cfg["key"]}
 rnd = random.Random(cfg.get("seed", 0))
 samples = []  # (wall, seconds, status, kind, model_version or None, error or None)
 BEHAVIORS = ("view", "view", "view", "cart", "buy")
+# events are stamped in the shop's time: its log ends when the benchmark starts (wall clock `wall0`)
+stamp = lambda: int(cfg["shop_now"] + (time.time() - cfg["wall0"])) if cfg.get("shop_now") else None
 
 def pick():
     r = rnd.random()
@@ -68,6 +70,10 @@ async def one(client, kind, sem):
             n = 1 if rnd.random() < 0.8 else rnd.randint(2, 20)
             evs = [{"user_id": rnd.choice(users), "item_id": rnd.choice(items), "behavior": rnd.choice(BEHAVIORS)}
                    for _ in range(n)]
+            t = stamp()
+            if t is not None:
+                for e in evs:
+                    e["timestamp"] = t
             r = await client.post("/events", json=evs[0] if n == 1 else evs, headers=auth)
             if r.status_code == 200 and r.json().get("accepted") != n:
                 err = "events rejected: " + r.text[:200]
@@ -171,10 +177,14 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def _loadgen(workdir: Path, base: str, users: list[str], items: list[str], seconds: float, rate: float = 0.0,
-             calibrate: bool = False, max_inflight: int = 64) -> subprocess.Popen:
+             calibrate: bool = False, max_inflight: int = 64,
+             shop_clock: tuple[float, float] | None = None) -> subprocess.Popen:
+    """The load generator process; `shop_clock` = (shop time, wall time) when the shop's log ends: events
+    are then stamped in the shop's time, else the server stamps them with its clock."""
     out = workdir / f"soak-samples-{time.time_ns()}.json"
     cfg = {"base": base, "rate": rate, "seconds": seconds, "users": users, "items": items, "key": KEY,
-           "out": str(out), "calibrate": calibrate, "max_inflight": max_inflight}
+           "out": str(out), "calibrate": calibrate, "max_inflight": max_inflight,
+           "shop_now": shop_clock[0] if shop_clock else None, "wall0": shop_clock[1] if shop_clock else None}
     proc = subprocess.Popen([sys.executable, "-c", LOADGEN, json.dumps(cfg)])
     proc.out = out  # type: ignore[attr-defined]
     return proc
@@ -185,14 +195,16 @@ def _samples(proc: subprocess.Popen) -> list:
     return json.loads(proc.out.read_text())  # type: ignore[attr-defined]
 
 
-def calibrate(workdir: Path, base: str, users: list[str], items: list[str], seconds: float = 10.0) -> float:
+def calibrate(workdir: Path, base: str, users: list[str], items: list[str], seconds: float = 10.0,
+              shop_clock: tuple[float, float] | None = None) -> float:
     """Requests/s of the soak's mix at concurrency 8, closed loop."""
-    samples = _samples(_loadgen(workdir, base, users, items, seconds, calibrate=True))
+    samples = _samples(_loadgen(workdir, base, users, items, seconds, calibrate=True, shop_clock=shop_clock))
     return len(samples) / seconds
 
 
 def soak(base: str, pid: int, workdir: Path, users: list[str], items: list[str], *, seconds: float, rate: float,
-         swap_at: float | None = 0.5, warmup: float = 0.2, window: float | None = None) -> dict[str, Any]:
+         swap_at: float | None = 0.5, warmup: float = 0.2, window: float | None = None,
+         shop_clock: tuple[float, float] | None = None) -> dict[str, Any]:
     """Drive a running server for `seconds` at `rate` requests/s; retrain + swap at `swap_at` of the way.
 
     Returns counts, failures (with examples), RSS after warm-up and at the end, per-window p99 and the swap.
@@ -212,7 +224,7 @@ def soak(base: str, pid: int, workdir: Path, users: list[str], items: list[str],
     sampler = threading.Thread(target=sample_rss, daemon=True)
     t_start = time.time()
     sampler.start()
-    gen = _loadgen(workdir, base, users, items, seconds, rate=rate)
+    gen = _loadgen(workdir, base, users, items, seconds, rate=rate, shop_clock=shop_clock)
     swap: dict[str, Any] = {}
     if swap_at is not None:
         time.sleep(seconds * swap_at)
@@ -299,10 +311,13 @@ def run(quick: bool = False, seconds: float | None = None, rate: float | None = 
             # take all the events, and their live histories would grow to hundreds of events in minutes
             users = list(known) + [f"stranger-{i}" for i in range(100)]
             items = rnd.sample(pipe.items_.ids(), min(2000, pipe.n_items_))
+            # the shop's log ends now: live events continue it, so a retrain's validation window is
+            # the shop's last days plus the soak, not the soak's events alone
+            clock = (float(pipe.user_features_.now), time.time())
             del pipe
-            measured = calibrate(tmp, base, users, items, seconds=5.0 if quick else 15.0)
+            measured = calibrate(tmp, base, users, items, seconds=5.0 if quick else 15.0, shop_clock=clock)
             rate = rate or round(SOAK_LOAD * measured, 1)
-            res = soak(base, proc.pid, tmp, users, items, seconds=seconds, rate=rate)
+            res = soak(base, proc.pid, tmp, users, items, seconds=seconds, rate=rate, shop_clock=clock)
         finally:
             stop_server(proc)
         errors = [ln for ln in log.read_text().splitlines() if " ERROR " in ln or "Traceback" in ln]
@@ -323,7 +338,8 @@ def _markdown(res: dict, info: dict, quick: bool) -> str:
         f"{os.cpu_count()} cores. {res['seconds']:.0f} s of open-loop traffic at {res['rate']:.1f} "
         f"requests/s ({res['rate'] / res['calibrated_rps']:.0%} of the {res['calibrated_rps']:.1f} requests/s the same mix reached closed-loop at "
         "concurrency 8): 80% GET /recommendations, 15% POST /events (1 to 20 events), 5% GET /items/{id}/similar; "
-        "users drawn from all of the shop's users plus 100 strangers.",
+        "users drawn from all of the shop's users plus 100 strangers; events are stamped in the shop's time, "
+        "as if its log ended when the soak started.",
         "",
         f"- Requests: {res['requests']:,} ({', '.join(f'{k} {v:,}' for k, v in sorted(res['by_kind'].items()))}); "
         f"**failed: {res['failed']}**; server log errors: {res['server_errors']}.",

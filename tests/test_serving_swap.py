@@ -132,3 +132,41 @@ def test_the_poller_picks_up_a_version_trained_elsewhere(tmp_path):
         assert client.get("/health").json()["model_version"] == new.name
     finally:
         app.state.server.close()
+
+
+def test_a_retrained_version_has_learned_the_live_events_before_it(env, monkeypatch):
+    """Live events committed before the retrain's snapshot are in the new version: their users stop
+    folding in on every request; an event after the swap folds in again."""
+    app, _ = env
+    client = TestClient(app, raise_server_exceptions=False)
+    state = app.state.server
+    user = "u000007"
+    items = state.current.item_ids
+    now = int(state.histories.newest)  # in the shop's time, so the retrain's validation window is the shop's
+    r = client.post("/events", json=[{"user_id": user, "item_id": items[5], "behavior": "cart", "timestamp": now}],
+                    headers=AUTH)
+    assert r.json()["accepted"] == 1
+    assert state.histories.history(user, state.current.learned_through).n_live == 1
+    r = client.post("/admin/retrain", params={"wait": True}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    model = state.current
+    assert model.learned_through >= state.histories.live_mark() > 0
+    hist = state.histories.history(user, model.learned_through)
+    assert hist.n_live == 0 and items[5] in state.histories.item_ids(hist.items)  # kept, but learned
+
+    als = model.pipeline.generators_["als"]
+    calls: list[bool] = []
+    real = type(als).score
+
+    def spy(self, users, histories, fold_in=None, live=False):
+        calls.append(live)
+        return real(self, users, histories, fold_in=fold_in, live=live)
+
+    monkeypatch.setattr(type(als), "score", spy)
+    client.get(f"/recommendations/{user}")
+    assert calls and not any(calls)
+    client.post("/events", json={"user_id": user, "item_id": items[6], "behavior": "view", "timestamp": now},
+                headers=AUTH)
+    calls.clear()
+    client.get(f"/recommendations/{user}")
+    assert calls and all(calls)

@@ -30,7 +30,10 @@ _MAX_CATEGORY_MASKS = 1024
 
 @dataclass
 class UserHistory:
-    """One user's events, oldest first: global item codes, behaviour codes, epoch seconds (NaN unknown)."""
+    """One user's events, oldest first: global item codes, behaviour codes, epoch seconds (NaN unknown).
+
+    `n_live`: how many of them arrived live after the serving model's training snapshot (see
+    `HistoryStore.history`), i.e. events the model has not learned."""
 
     items: np.ndarray
     behaviors: np.ndarray
@@ -117,7 +120,9 @@ class HistoryStore:
         self._n_base = len(indptr) - 1
         # live events per user: the newest `max_events` received (a history never holds more), so a busy
         # user or a client replaying a log costs bounded memory and bounded work per request
-        self._live: dict[int, deque[tuple[int, int, float]]] = {}
+        # each entry is (item code, behaviour code, epoch seconds, live sequence number)
+        self._live: dict[int, deque[tuple[int, int, float, int]]] = {}
+        self._live_seq = 0  # sequence number of the newest live event
         self._masked: set[int] = set()  # users forgotten: their stored rows no longer count
         self._lock = threading.Lock()
         self._trend = np.zeros(max(len(items), 1) * 2, np.float64)
@@ -218,8 +223,17 @@ class HistoryStore:
     def behavior_weights(self, codes: np.ndarray) -> np.ndarray:
         return self._weights[np.asarray(codes, np.int64)]
 
-    def history(self, user_id: str) -> UserHistory | None:
-        """The user's events, oldest first (at most `max_events`, the newest), or None for an unknown user."""
+    def live_mark(self) -> int:
+        """The sequence number of the newest live event so far: a retrain's snapshot, copied after this
+        call, holds every live event up to it (events join the histories only after their commit)."""
+        with self._lock:
+            return self._live_seq
+
+    def history(self, user_id: str, learned_through: int = 0) -> UserHistory | None:
+        """The user's events, oldest first (at most `max_events`, the newest), or None for an unknown user.
+
+        `learned_through`: the live mark of the serving model's training snapshot; live events up to it
+        are in the model already, so only newer ones count in `n_live` (and call for a fold-in)."""
         code = self.users.index(user_id)
         if code < 0:
             return None
@@ -233,11 +247,13 @@ class HistoryStore:
             parts_i.append(self._items[lo:hi].astype(np.int64))
             parts_b.append(self._beh[lo:hi])
             parts_t.append(self._t[lo:hi])
+        n_new = 0
         if live:
             arr = np.asarray(live, np.float64)
             parts_i.append(arr[:, 0].astype(np.int64))
             parts_b.append(arr[:, 1].astype(np.int8))
             parts_t.append(arr[:, 2])
+            n_new = int(np.count_nonzero(arr[:, 3] > learned_through))
         if not parts_i:
             return UserHistory(np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0), 0)
         items, beh, t = np.concatenate(parts_i), np.concatenate(parts_b), np.concatenate(parts_t)
@@ -246,7 +262,7 @@ class HistoryStore:
             items, beh, t = items[order], beh[order], t[order]
         if len(items) > self.max_events:
             items, beh, t = items[-self.max_events:], beh[-self.max_events:], t[-self.max_events:]
-        return UserHistory(items, beh, t, len(live))
+        return UserHistory(items, beh, t, n_new)
 
     def behavior_code(self, name: str) -> int:
         try:
@@ -289,7 +305,8 @@ class HistoryStore:
                 live = self._live.get(u)
                 if live is None:
                     live = self._live[u] = deque(maxlen=self.max_events)
-                live.append((i, b, t))
+                self._live_seq += 1
+                live.append((i, b, t, self._live_seq))
                 w = float(self._weights[b])
                 if math.isfinite(t):
                     self.newest = t if not math.isfinite(self.newest) else max(self.newest, t)

@@ -44,8 +44,12 @@ def one_thread_per_request(pipeline: Any) -> None:
 class ServingModel:
     """One version's pipeline, reranker, item ids and code maps; immutable once built, so swapping is one assignment."""
 
-    def __init__(self, loaded: LoadedVersion, histories: HistoryStore, rerank: RerankConfig | None = None) -> None:
+    def __init__(self, loaded: LoadedVersion, histories: HistoryStore, rerank: RerankConfig | None = None,
+                 learned_through: int = 0) -> None:
         self.version: str = loaded.name
+        #: the live mark (`HistoryStore.live_mark`) of the snapshot this version was trained on: live
+        #: events up to it are learned, so its users need no fold-in for them (0: none are)
+        self.learned_through = learned_through
         self.path: Path = loaded.path
         self.manifest: dict[str, Any] = loaded.manifest
         self.pipeline = loaded.pipeline

@@ -67,7 +67,7 @@ class Recommender:
     # -- a user ---------------------------------------------------------------------------------
     def for_user(self, model: ServingModel | None, user_id: str, k: int, category: str | None = None,
                  exclude_ids: Sequence[str] = (), price_max: float | None = None) -> list[Item]:
-        hist = self.histories.history(user_id)
+        hist = self.histories.history(user_id, model.learned_through if model is not None else 0)
         excl_codes = {c for c in (self.histories.item_code(i) for i in exclude_ids) if c >= 0}
         muser = model.user_index(user_id) if model is not None else -1
         if model is None or ((hist is None or len(hist) == 0) and muser < 0):

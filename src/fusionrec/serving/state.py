@@ -82,8 +82,8 @@ class ServerState:
             self._start(self._schedule_loop, "fusionrec-retrain-schedule")
 
     # -- models ---------------------------------------------------------------------------------
-    def _build(self, loaded: Any) -> ServingModel:
-        model = ServingModel(loaded, self.histories, self.rerank)
+    def _build(self, loaded: Any, learned_through: int = 0) -> ServingModel:
+        model = ServingModel(loaded, self.histories, self.rerank, learned_through)
         model.warm_up()
         return model
 
@@ -150,12 +150,12 @@ class ServerState:
         """Reload every loaded version from disk (after forget edited their files)."""
         if self.current is not None:
             try:
-                self._install(self._build(load_version(self.current.path)))
+                self._install(self._build(load_version(self.current.path), self.current.learned_through))
             except ModelLoadError as exc:
                 log.error("reload after forget failed: %s", exc)
         for key, model in list(self.variant_models.items()):
             try:
-                self.variant_models[key] = self._build(load_version(model.path))
+                self.variant_models[key] = self._build(load_version(model.path), model.learned_through)
             except ModelLoadError as exc:
                 log.error("reload of variant %s after forget failed: %s", key, exc)
 
@@ -185,10 +185,13 @@ class ServerState:
                 cfg = replace(self.current.pipeline.cfg)
             else:
                 cfg = PipelineConfig()
+            # every live event up to the mark is committed, so the snapshot (copied after it) holds it
+            mark = self.histories.live_mark()
             folder = train_in_child(self._snapshot, self.model_dir, cfg)  # in a child, on a snapshot
             for user_id in list(self._forgotten_during_retrain):  # forgotten after the snapshot was read
                 forget_in_versions(folder, user_id)
-            model = self._build(load_version(folder))
+            # the snapshot's live events are learned: their users stop folding in on every request
+            model = self._build(load_version(folder), learned_through=mark)
             set_current(self.model_dir, folder.name)  # only a version that loaded becomes current
             self._install(model)
             self.retrain_status = {"state": "idle", "last": "ok", "version": model.version,

@@ -1,0 +1,50 @@
+"""The server's in-memory histories: stored plus live events, the live mark that says which live events a
+retrained version has learned, the per-user cap and forgetting."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from fusionrec.serving.histories import HistoryStore
+
+
+def _store(max_events: int = 500) -> HistoryStore:
+    events = pl.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["i1", "i2", "i1"],
+                           "behavior": ["view", "buy", "view"], "t": [100.0, 200.0, 150.0]})
+    return HistoryStore.from_frames(events, max_events=max_events)
+
+
+def test_live_events_join_the_history_in_time_order():
+    h = _store()
+    h.append([("a", "i3", "cart", 150.0), ("new", "i1", "view", 300.0)])
+    a = h.history("a")
+    assert h.item_ids(a.items) == ["i1", "i3", "i2"] and a.n_live == 1
+    assert h.item_ids(h.history("new").items) == ["i1"]
+    assert h.history("nobody") is None
+
+
+def test_live_events_up_to_the_mark_count_as_learned():
+    h = _store()
+    assert h.live_mark() == 0
+    h.append([("a", "i3", "view", 300.0), ("b", "i2", "view", 300.0)])
+    mark = h.live_mark()
+    assert mark == 2
+    h.append([("a", "i1", "cart", 400.0)])
+    assert h.history("a").n_live == 2  # a model trained before any live event knows neither
+    assert h.history("a", learned_through=mark).n_live == 1  # only the event after the snapshot
+    assert h.history("b", learned_through=mark).n_live == 0
+    assert len(h.history("b", learned_through=mark)) == 2  # learned events stay in the history
+
+
+def test_a_history_keeps_the_newest_events_only():
+    h = _store(max_events=3)
+    h.append([("a", f"x{i}", "view", 1000.0 + i) for i in range(5)])
+    a = h.history("a")
+    assert h.item_ids(a.items) == ["x2", "x3", "x4"] and a.n_live == 3
+
+
+def test_forget_drops_stored_and_live_events():
+    h = _store()
+    h.append([("a", "i3", "view", 300.0)])
+    assert h.forget("a") and len(h.history("a")) == 0
+    assert not h.forget("nobody")
