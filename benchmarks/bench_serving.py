@@ -28,8 +28,6 @@ import numpy as np
 KEY = "bench-key"
 #: the retrain + swap runs under recommendations offered at this share of the c8 throughput measured
 SWAP_LOAD = 0.6
-#: the users POST /events writes for (disjoint from the users whose recommendations are requested)
-EVENT_USERS: list[str] = []
 
 LOADGEN = r"""
 import asyncio, json, os, random, sys, time
@@ -139,11 +137,14 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _loadgen(tmp: Path, base: str, kind: str, concurrency: int, seconds: float, users: list[str], items: list[str],
-             stop_file: Path | None = None, wait: bool = True, rate: float | None = None) -> subprocess.Popen | list:
+             stop_file: Path | None = None, wait: bool = True, rate: float | None = None,
+             event_users: list[str] | None = None) -> subprocess.Popen | list:
+    """One load generator process (`kind` requests at `concurrency`, or open loop at `rate`); POST /events
+    writes for `event_users` (default: `users`). Returns its samples, or the process when not `wait`."""
     out = tmp / f"samples-{kind}-{concurrency}-{time.time_ns()}.json"
     cfg = {"base": base, "kind": kind, "concurrency": concurrency, "seconds": seconds, "users": users,
            "items": items, "key": KEY, "out": str(out), "stop_file": str(stop_file) if stop_file else None,
-           "rate": rate, "event_users": EVENT_USERS}
+           "rate": rate, "event_users": event_users}
     proc = subprocess.Popen([sys.executable, "-c", LOADGEN, json.dumps(cfg)])
     proc.out = out  # type: ignore[attr-defined]
     if not wait:
@@ -329,7 +330,7 @@ def run(quick: bool = False) -> str:
             # events go to other users than the recommendation rows read: the rows measure their endpoint,
             # not the live history that earlier rows would pile onto the same 2,000 users
             users = drawn[: len(drawn) // 2] + [f"stranger-{i}" for i in range(100)]
-            EVENT_USERS[:] = drawn[len(drawn) // 2:]
+            event_users = drawn[len(drawn) // 2:]
             items = rnd.sample(pipe.items_.ids(), min(2000, pipe.n_items_))
             del pipe
             cells = [("bare FastAPI constant list", "bare", bare_base), ("GET /recommendations/{user}", "recs", base),
@@ -342,7 +343,8 @@ def run(quick: bool = False) -> str:
                 # machine hits both sides of the ratio alike
                 bare_samples = _loadgen(tmp, bare_base, "bare", c, seconds, users, items)
                 for label, kind, url in cells[1:]:
-                    results[(kind, c)] = _summary(_loadgen(tmp, url, kind, c, seconds, users, items), seconds)
+                    results[(kind, c)] = _summary(_loadgen(tmp, url, kind, c, seconds, users, items,
+                                                           event_users=event_users), seconds)
                 bare_samples += _loadgen(tmp, bare_base, "bare", c, seconds, users, items)
                 results[("bare", c)] = _summary(bare_samples, 2 * seconds)
             load.append(os.getloadavg()[0])

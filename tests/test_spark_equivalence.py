@@ -68,6 +68,26 @@ u4,i8,view,2026-01-05T10:07:00Z,,2
 """
 
 
+def test_covisitation_normalised_by_item_counts(spark):
+    """Session co-visitation with `normalize`: pair weights 1/distance, summed both ways, divided by the
+    square roots of the items' event counts; the sessionised events are persisted once for both uses."""
+    from fusionrec.spark import stages as St
+
+    rows = [(0, 0, 0.0, 1), (0, 1, 60.0, 2), (1, 0, 0.0, 3), (1, 1, 60.0, 4), (1, 2, 120.0, 5),
+            (1, 2, 9000.0, 6)]  # the last one: a new session (over 30 minutes later)
+    e = spark.createDataFrame(rows, f"{St.UIDX} long, {St.IIDX} long, t double, {S.SEQ} long")
+    persisted: list = []
+    got = {(r["i"], r["j"]): r["v"] for r in St.covisit_topk(e, 10, 30.0, 2, True, persisted).collect()}
+    n = {0: 2, 1: 2, 2: 2}  # events per item after collapsing repeats in a row
+    want = {(0, 1): 2.0, (1, 2): 1.0, (0, 2): 0.5}
+    want = {**want, **{(j, i): v for (i, j), v in want.items()}}
+    assert set(got) == set(want)
+    for (i, j), v in want.items():
+        assert got[(i, j)] == pytest.approx(v / np.sqrt(n[i] * n[j]))
+    assert len(persisted) == 1 and persisted[0].is_cached
+    persisted[0].unpersist()
+
+
 def _counts(report) -> dict:
     t = report.total
     return {"rows_in": t.rows_in, "accepted": t.accepted, "rejected": t.rejected, "duplicates": t.duplicates,

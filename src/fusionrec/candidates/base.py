@@ -180,10 +180,17 @@ class CandidateGenerator(ABC):
                   exclude: sp.csr_matrix | None = None, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """Top-n item indices and scores for many users at once; `exclude` rows mark items to skip."""
         users = np.asarray(users, np.int64)
-        if len(users) == 1 and histories is not None:
-            found = self._top_n_sparse(histories, n, exclude)
-            if found is not None:
-                return found
+        if len(users) == 1 and histories is not None and histories.nnz:
+            sparse = self.sparse_scores(histories)
+            if sparse is not None:
+                found = self._top_n_sparse(sparse, n, exclude)
+                if found is not None:
+                    return found
+                # fewer than n items reachable: the dense row is the sparse one with zeros elsewhere
+                s = np.asarray(sparse.toarray(), np.float32)
+                if exclude is not None:
+                    mask_excluded(s, exclude)
+                return top_n(s, n)
         out_i = np.empty((len(users), min(n, self.n_items_)), np.int64)
         out_s = np.empty(out_i.shape, np.float32)
         whole = len(users) <= batch_size  # one batch (the online path): no row slicing at all
@@ -196,17 +203,15 @@ class CandidateGenerator(ABC):
         return out_i, out_s
 
     def sparse_scores(self, histories: sp.csr_matrix) -> sp.csr_matrix | None:
-        """Scores as sparse rows where every absent item scores 0 and none scores below 0 (item-to-item
-        models), or None where scores are dense. Lets one query skip the dense [1, n_items] block."""
+        """Scores of non-empty histories as sparse rows where every absent item scores 0 and none scores
+        below 0, equal to `score` densified (item-to-item models), or None where scores are dense. Lets
+        one query skip the dense [1, n_items] block."""
         return None
 
-    def _top_n_sparse(self, histories: sp.csr_matrix, n: int,
+    def _top_n_sparse(self, s: sp.csr_matrix, n: int,
                       exclude: sp.spmatrix | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """The dense top-n of one row from its sparse scores when at least n items score above 0 (then
-        no zero-score item can be among the top n: the same items, ties aside); else None."""
-        s = self.sparse_scores(histories) if histories.nnz else None
-        if s is None:
-            return None
+        """The dense top-n of one row from its sparse scores `s` when at least n items score above 0
+        (then no zero-score item can be among the top n: the same items, ties aside); else None."""
         n = min(n, self.n_items_)
         cols, vals = s.indices, s.data
         keep = vals > 0

@@ -202,12 +202,15 @@ def rp3beta_topk(co: Any, pairs: Any, k: int, alpha: float, beta: float) -> Any:
     return _topk(co.join(pi, "i").join(pj, "j").withColumn("v", v), k)
 
 
-def covisit_topk(e: Any, k: int, gap_minutes: float, window: int, normalize: bool) -> Any:
+def covisit_topk(e: Any, k: int, gap_minutes: float, window: int, normalize: bool,
+                 persisted: list[Any] | None = None) -> Any:
     """SessionCoVisitation's sim_: sessions split at silences over `gap_minutes`, repeats in a row
     collapsed, pairs up to `window` positions apart weighted 1 / distance, both directions, top k.
 
     Pairs come from lead() over each user's time-ordered events, never from a self-join, so a long
-    session costs `window` rows per event.
+    session costs `window` rows per event. With `normalize` the sessionised events feed both the
+    pairs and the per-item counts, so they are persisted once and added to `persisted` for the
+    caller to unpersist after collecting the result.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -223,6 +226,10 @@ def covisit_topk(e: Any, k: int, gap_minutes: float, window: int, normalize: boo
     s = s.withColumn("start", start.cast("int"))
     s = s.withColumn("session", F.sum("start").over(w.rowsBetween(Window.unboundedPreceding, 0)))
     s = s.where((F.col(IIDX) != F.col("prev_i")) | (F.col("start") == 1) | F.col("prev_i").isNull())
+    if normalize:
+        s = s.select(UIDX, IIDX, "t", S.SEQ, "session").persist()
+        if persisted is not None:
+            persisted.append(s)
     for d in range(1, window + 1):
         s = s.withColumn(f"_j{d}", F.lead(IIDX, d).over(w)).withColumn(f"_s{d}", F.lead("session", d).over(w))
     ahead = [F.struct(F.lit(d).alias("d"), F.col(f"_j{d}").alias("j"), F.col(f"_s{d}").alias("sj"))

@@ -156,6 +156,8 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
     spark = run.spark
     n_items = len(run.indexed.item_ids)
     n_users = len(run.indexed.user_ids) if users is None else len(users)
+    all_ids = run.indexed.user_ids
+    user_ids = all_ids if users is None else [all_ids[int(u)] for u in users]  # the ids of the rows, once
     t_start = time.perf_counter()
     now = St.now_of(e)
     pairs = St.pair_table(e, now).persist()
@@ -175,6 +177,7 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
     fallback = A.normalised(base_counts)
     pairs_by_hl: dict[Any, Any] = {None: pairs}
     co_cache: dict[Any, Any] = {}
+    transient: list[Any] = []  # frames a stage persisted for its own reuse
 
     def pairs_for(hl: float | None) -> Any:
         if hl not in pairs_by_hl:
@@ -220,7 +223,8 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
                 w = sp.csr_matrix(_row_normalised(w), dtype=np.float32)
             state = {"sim": w, "fallback": fallback}
         elif base == "covisit":
-            state = {"sim": sim(St.covisit_topk(e, c.k, c.session_gap_minutes, c.window, c.normalize)),
+            state = {"sim": sim(St.covisit_topk(e, c.k, c.session_gap_minutes, c.window, c.normalize,
+                                                 transient)),
                      "fallback": fallback}
         else:  # als
             blocks = scfg.als_blocks or spark.sparkContext.defaultParallelism
@@ -231,10 +235,10 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
                      "item_factors": _factors(itf.withColumnRenamed("id", ITEM_IDX), ITEM_IDX, n_items, c.factors,
                                               lambda i: np.asarray(i, np.int64)),
                      "fallback": fallback}
-        _set_fitted(gen, state, run, n_users, n_items, users)
+        _set_fitted(gen, state, run.indexed.item_ids, user_ids)
         gens[name] = gen
         seconds[name] = round(time.perf_counter() - t_gen, 2)
-    for df in list(co_cache.values()) + list(pairs_by_hl.values()):
+    for df in list(co_cache.values()) + list(pairs_by_hl.values()) + transient:
         df.unpersist()
     # features for the ranker: per item from all of E, per user (and pair) for the users asked for
     t_feat = time.perf_counter()
@@ -266,14 +270,13 @@ def _factors(df: Any, key: str, n: int, d: int, rows: Callable[[np.ndarray], np.
     return out
 
 
-def _set_fitted(gen: Any, state: dict[str, Any], run: SparkRun, n_users: int, n_items: int,
-                users: np.ndarray | None) -> None:
-    """Give a generator the learned state the embedded fit would have given it (through its own loader)."""
-    gen.items_ = Vocabulary(run.indexed.item_ids)
-    ids = run.indexed.user_ids
-    gen.users_ = Vocabulary(ids if users is None else [ids[int(u)] for u in users])
-    gen.n_items_ = n_items
-    gen.n_users_ = n_users
+def _set_fitted(gen: Any, state: dict[str, Any], item_ids: list[str], user_ids: list[str]) -> None:
+    """Give a generator the learned state the embedded fit would have given it (through its own loader);
+    each gets vocabularies of its own, as in the embedded fit."""
+    gen.items_ = Vocabulary(item_ids)
+    gen.users_ = Vocabulary(user_ids)
+    gen.n_items_ = len(item_ids)
+    gen.n_users_ = len(user_ids)
     gen._load_state(state)
 
 

@@ -118,8 +118,12 @@ class EventStore:
         except duckdb.Error as exc:
             raise FusionrecError(f"{self.path}: cannot open the event store ({str(exc).splitlines()[0]})") from None
         tmp = Path(tempfile.gettempdir()) / "fusionrec-duckdb"
+        # allocator_background_threads: jemalloc purges freed pages in the background; without it a
+        # long-running server keeps the peak of every scan (a retrain snapshot, a dashboard query) as
+        # resident memory (measured: about 130 MB more after snapshots of a 300k-event store)
         self.con.execute(f"SET TimeZone='UTC'; SET threads={thread_count()}; SET memory_limit={sql_str(memory_limit)}; "
-                         f"SET temp_directory={sql_str(tmp)}; SET preserve_insertion_order=true")
+                         f"SET temp_directory={sql_str(tmp)}; SET preserve_insertion_order=true; "
+                         "SET allocator_background_threads=true")
         if not read_only:
             self.con.execute(_DDL)
 
