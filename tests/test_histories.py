@@ -48,3 +48,40 @@ def test_forget_drops_stored_and_live_events():
     h.append([("a", "i3", "view", 300.0)])
     assert h.forget("a") and len(h.history("a")) == 0
     assert not h.forget("nobody")
+
+
+def _all_histories(h: HistoryStore, users: list[str]) -> dict[str, tuple[list[str], list[int], list[float]]]:
+    out = {}
+    for u in users:
+        x = h.history(u)
+        out[u] = (h.item_ids(x.items), x.behaviors.tolist(), x.times.tolist())
+    return out
+
+
+def test_rebase_moves_learned_live_events_into_the_base_and_changes_no_history():
+    h = _store()
+    h.append([("a", "i3", "cart", 150.0),  # late: between a's stored events
+              ("new", "i1", "view", 300.0), ("b", "i2", "buy", 400.0), ("new2", "i4", "view", 500.0)])
+    mark = h.live_mark()
+    h.append([("a", "i4", "view", 600.0), ("new", "i2", "view", 700.0)])  # after the snapshot
+    users = ["a", "b", "new", "new2"]
+    before = _all_histories(h, users)
+    assert h.rebase(mark) == 4
+    assert _all_histories(h, users) == before  # the same events, in the same order
+    assert h.stats()["stored_events"] == 3 + 4
+    # what is left live is what came after the mark
+    assert [h.history(u).n_live for u in users] == [1, 0, 1, 0]
+    assert h.history("a", learned_through=mark).n_live == 1 and h.history("b", learned_through=mark).n_live == 0
+    assert h.rebase(mark) == 0  # nothing more up to that mark
+    assert h.rebase(h.live_mark()) == 2 and _all_histories(h, users) == before
+    assert sum(h.history(u).n_live for u in users) == 0
+
+
+def test_rebase_keeps_a_forgotten_user_forgotten():
+    h = _store()
+    h.append([("a", "i3", "view", 300.0)])
+    assert h.forget("a")
+    h.append([("a", "i4", "view", 400.0), ("b", "i3", "view", 400.0)])  # a came back after forgetting
+    assert h.rebase(h.live_mark()) == 1  # b's event; a's new one stays live (a's base row is masked)
+    assert h.item_ids(h.history("a").items) == ["i4"]
+    assert h.item_ids(h.history("b").items) == ["i1", "i3"]

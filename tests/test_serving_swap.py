@@ -153,6 +153,8 @@ def test_a_retrained_version_has_learned_the_live_events_before_it(env, monkeypa
     assert model.learned_through >= state.histories.live_mark() > 0
     hist = state.histories.history(user, model.learned_through)
     assert hist.n_live == 0 and items[5] in state.histories.item_ids(hist.items)  # kept, but learned
+    # and moved from the live lists into the compact stored histories
+    assert r.json()["live_events_rebased"] >= 1 and state.histories.history(user).n_live == 0
 
     als = model.pipeline.generators_["als"]
     calls: list[bool] = []

@@ -194,8 +194,12 @@ class ServerState:
             model = self._build(load_version(folder), learned_through=mark)
             set_current(self.model_dir, folder.name)  # only a version that loaded becomes current
             self._install(model)
+            # the learned live events join the compact stored histories: memory stays bounded by the
+            # events since the last retrain, however long the server runs
+            moved = self.histories.rebase(mark)
             self.retrain_status = {"state": "idle", "last": "ok", "version": model.version,
-                                   "seconds": round(time.perf_counter() - t0, 2), "finished_at": time.time()}
+                                   "seconds": round(time.perf_counter() - t0, 2), "finished_at": time.time(),
+                                   "live_events_rebased": moved}
             self.metrics.retrains.labels("ok").inc()
         except Exception as exc:
             log.exception("retrain failed; the serving version is kept")
