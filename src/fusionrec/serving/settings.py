@@ -31,6 +31,8 @@ class ServingSettings:
     pipeline: Path | None = None
     #: the newest events per user that make up a query
     history_max_events: int = 500
+    #: hand freed heap pages back to the OS this often (None: only after a swap); see serving/memory.py
+    trim_heap_seconds: float | None = 60.0
     #: without an API key, accept writes from 127.0.0.1 / ::1 (the local demo)
     allow_loopback_writes: bool = True
     experiments: list[Experiment] = field(default_factory=list)

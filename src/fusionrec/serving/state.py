@@ -25,6 +25,7 @@ from fusionrec.serving.events import EventWriter, WriteResult, store_reader
 from fusionrec.privacy import stored_user_id
 from fusionrec.serving.forget import forget_in_store, forget_in_versions, pseudonym
 from fusionrec.serving.histories import HistoryStore
+from fusionrec.serving.memory import limit_malloc_arenas, release_memory, trim_heap
 from fusionrec.serving.metrics import ServingMetrics
 from fusionrec.serving.model import ServingModel
 from fusionrec.serving.recommender import Recommender
@@ -44,6 +45,7 @@ class ServerState:
     def __init__(self, model_dir: Path | str, store: EventStore | Path | str, settings: ServingSettings) -> None:
         from fusionrec.store.open import open_store
 
+        limit_malloc_arenas()  # before this server starts its threads
         self.model_dir = Path(model_dir)
         self.settings = settings
         self.metrics = ServingMetrics()
@@ -80,6 +82,8 @@ class ServerState:
             self._start(self._poll_loop, "fusionrec-reload-poll")
         if settings.retrain_every_minutes:
             self._start(self._schedule_loop, "fusionrec-retrain-schedule")
+        if settings.trim_heap_seconds:
+            self._start(self._trim_loop, "fusionrec-heap-trim")
 
     # -- models ---------------------------------------------------------------------------------
     def _build(self, loaded: Any, learned_through: int = 0) -> ServingModel:
@@ -208,7 +212,7 @@ class ServerState:
             self.metrics.retrains.labels("failed").inc()
         finally:
             self._retrain_lock.release()
-            _release_memory()
+            release_memory()
 
     def _snapshot(self, path: Path) -> None:
         """Copy the store for a retrain; the private cursor is held only while copying."""
@@ -267,6 +271,10 @@ class ServerState:
             except Exception:
                 log.exception("model reload poll failed")
 
+    def _trim_loop(self) -> None:
+        while not self._stop.wait(self.settings.trim_heap_seconds or 60.0):
+            trim_heap()
+
     def _schedule_loop(self) -> None:
         every = float(self.settings.retrain_every_minutes or 0) * 60.0
         while not self._stop.wait(every):
@@ -311,17 +319,3 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _release_memory() -> None:
-    """Hand the memory freed by a swap (the old model, the new one's loading buffers) back to the OS:
-    glibc keeps it in the loading thread's arena otherwise, and the server would grow at every swap."""
-    import gc
-
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
