@@ -93,3 +93,59 @@ def test_pair_lookups_match_scipy_indexing() -> None:
         c = codes[items]
         want = np.where(c >= 0, per_code[rows, np.maximum(c, 0)], 0.0)
         np.testing.assert_allclose(_affinity(h, codes, rows, items), want, rtol=1e-5, atol=1e-6)
+
+
+def _als_on_blocks(tmp_threshold: int = 100):
+    """ALS on 1,000 users x 400 items in 8 taste blocks, with the HNSW path from `tmp_threshold` items."""
+    from fusionrec.candidates.als import ALS
+    from fusionrec.data.interactions import Interactions
+    import polars as pl
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for u in range(1000):
+        block = u % 8
+        for i in rng.choice(50, 12, replace=False):
+            rows.append((f"u{u}", f"i{block * 50 + i}"))
+    data = Interactions.from_frame(pl.DataFrame(rows, schema=["user_id", "item_id"], orient="row"))
+    return ALS(ALS.Config(factors=16, iterations=8, hnsw_threshold=tmp_threshold)).fit(data), data
+
+
+def test_factor_model_one_query_searches_an_hnsw_graph_close_to_the_exact_scan(tmp_path) -> None:
+    als, data = _als_on_blocks()
+    assert als.n_items_ >= als.cfg.hnsw_threshold
+    h = data.matrix()
+    overlap = []
+    for u in range(0, 1000, 37):
+        ex = h[u : u + 1]
+        items, scores = als.recommend(np.array([u]), h[u : u + 1], 20, exclude=ex)
+        s = als.score(np.array([u]), h[u : u + 1])
+        s[0, ex.indices] = -np.inf
+        exact_items, _ = top_n(s, 20)
+        assert not set(items[0].tolist()) & set(ex.indices.tolist())  # seen items stay out
+        assert np.all(np.diff(scores[0]) <= 1e-6)
+        # the scores are the model's own: the exact scores of the items returned
+        np.testing.assert_allclose(scores[0], als.score(np.array([u]), h[u : u + 1])[0, items[0]], rtol=1e-4,
+                                   atol=1e-5)
+        overlap.append(len(set(items[0].tolist()) & set(exact_items[0].tolist())) / 20)
+    assert np.mean(overlap) >= 0.9
+    assert als._index is not None and als._index.uses_hnsw
+    # the graph is kept with the state: a loaded model answers the same
+    als.save(tmp_path / "als")
+    loaded = type(als).load(tmp_path / "als")
+    again, _ = loaded.recommend(np.array([5]), h[5:6], 20, exclude=h[5:6])
+    first, _ = als.recommend(np.array([5]), h[5:6], 20, exclude=h[5:6])
+    np.testing.assert_array_equal(again, first)
+
+
+def test_factor_model_live_query_folds_in_through_the_graph() -> None:
+    als, data = _als_on_blocks()
+    h = data.matrix()
+    u = data.users.index("u3")  # block 3; its live history now holds block 6's items only
+    block = lambda idx: np.asarray([int(i[1:]) // 50 for i in data.items.ids(idx.tolist())])  # noqa: E731
+    cols = data.items.indices([f"i{300 + i}" for i in range(10)])
+    live_hist = sp.csr_matrix((np.ones(10, np.float32), (np.zeros(10, int), cols)), shape=(1, als.n_items_))
+    items, _ = als.recommend(np.array([u]), live_hist, 10, exclude=live_hist, live=True)
+    assert (block(items[0]) == 6).mean() >= 0.8  # re-solved from the new history, not the trained vector
+    trained, _ = als.recommend(np.array([u]), h[u : u + 1], 10, exclude=h[u : u + 1])
+    assert (block(trained[0]) == 3).mean() >= 0.8

@@ -533,9 +533,13 @@ def _takes_live(gen: CandidateGenerator) -> bool:
 
 def _recommend_live(gen: CandidateGenerator, users: np.ndarray, histories: sp.csr_matrix, n: int,
                     exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n of a factor model that re-solves known users from their current history (live events)."""
+    """Top-n of a model that re-solves known users from their current history (live events)."""
+    import inspect
+
     from fusionrec.candidates.base import mask_excluded, top_n
 
+    if "live" in inspect.signature(gen.recommend).parameters:  # factor models: their one-query search
+        return gen.recommend(users, histories, n, exclude=exclude, live=True)  # type: ignore[call-arg]
     s = np.asarray(gen.score(users, histories, live=True), np.float32)  # type: ignore[call-arg]
     if exclude is not None:
         mask_excluded(s, exclude)

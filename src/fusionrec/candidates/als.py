@@ -16,7 +16,8 @@ import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from fusionrec.candidates._similarity import training_matrix
-from fusionrec.candidates.base import CandidateGenerator
+from fusionrec.candidates._vector_index import HnswParams, VectorIndex
+from fusionrec.candidates.base import CandidateGenerator, mask_excluded, top_n
 from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
 from fusionrec.data.interactions import Interactions
 
@@ -46,10 +47,25 @@ class _FactorModel(CandidateGenerator):
 
     def __init__(self, cfg: Any = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()  # type: ignore[attr-defined]
+        self._index: VectorIndex | None = None
 
     def _fold_in(self, h: sp.csr_matrix) -> np.ndarray:
         """User vectors [B, d] for history rows [B, n_items] with the item factors held fixed."""
         raise NotImplementedError
+
+    def _user_vectors(self, users: np.ndarray, h: sp.csr_matrix, fold_in: bool | None,
+                      live: bool) -> tuple[np.ndarray, np.ndarray]:
+        """[B, d] user vectors and the mask of rows that have one (the others get the fallback)."""
+        fold = self.cfg.fold_in if fold_in is None else fold_in
+        has_history = np.diff(h.indptr) > 0
+        known = self._known_users(users)
+        use_trained = known & ~(live & has_history)
+        folded = ~use_trained & has_history & (fold or live)
+        vectors = np.zeros((len(users), self.item_factors_.shape[1]), np.float32)
+        vectors[use_trained] = self.user_factors_[users[use_trained]]
+        if folded.any():
+            vectors[folded] = self._fold_in(h[np.nonzero(folded)[0]])
+        return vectors, use_trained | folded
 
     def score(self, users: np.ndarray, histories: sp.csr_matrix | None, fold_in: bool | None = None,
               live: bool = False) -> np.ndarray:
@@ -61,26 +77,59 @@ class _FactorModel(CandidateGenerator):
         get the popularity fallback.
         """
         users = np.asarray(users, np.int64)
-        fold = self.cfg.fold_in if fold_in is None else fold_in
-        h = self._histories(histories, len(users))
-        has_history = np.diff(h.indptr) > 0
-        known = self._known_users(users)
-        use_trained = known & ~(live & has_history)
-        folded = ~use_trained & has_history & (fold or live)
-        vectors = np.zeros((len(users), self.item_factors_.shape[1]), np.float32)
-        vectors[use_trained] = self.user_factors_[users[use_trained]]
-        if folded.any():
-            vectors[folded] = self._fold_in(h[np.nonzero(folded)[0]])
+        vectors, has = self._user_vectors(users, self._histories(histories, len(users)), fold_in, live)
         s = vectors @ self.item_factors_.T
-        return apply_fallback(np.asarray(s, np.float32), ~(use_trained | folded), self.fallback_)
+        return apply_fallback(np.asarray(s, np.float32), ~has, self.fallback_)
+
+    def recommend(self, users: np.ndarray, histories: sp.csr_matrix | None, n: int,
+                  exclude: sp.csr_matrix | None = None, batch_size: int = 1024,
+                  live: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n as `score` ranks them. One query over a catalogue of `hnsw_threshold` items or more (the
+        online path) searches an HNSW graph of the item factors instead of scanning them all: about
+        0.06 ms against 1.5 ms for 100k items, at a recall@100 of about 0.92 against the exact scan.
+        Batches (evaluation, the ranker's training) always scan exactly."""
+        users = np.asarray(users, np.int64)
+        if len(users) == 1 and self.n_items_ >= self.cfg.hnsw_threshold:
+            vectors, has = self._user_vectors(users, self._histories(histories, 1), None, live)
+            if has[0]:
+                drop = sp.csr_matrix(exclude[:1]).indices.astype(np.int64) if exclude is not None else \
+                    np.empty(0, np.int64)
+                items, vals = self._vector_index().search(vectors[0], n, drop)
+                width = min(n, self.n_items_)
+                out_i, out_s = np.full((1, width), -1, np.int64), np.full((1, width), -np.inf, np.float32)
+                out_i[0, :len(items)], out_s[0, :len(items)] = items, vals
+                return out_i, out_s
+        if not live:
+            return super().recommend(users, histories, n, exclude=exclude, batch_size=batch_size)
+        s = np.asarray(self.score(users, histories, live=True), np.float32)
+        if exclude is not None:
+            mask_excluded(s, exclude)
+        return top_n(s, n)
+
+    def _vector_index(self, serialized: np.ndarray | None = None) -> VectorIndex:
+        """The HNSW graph of the item factors, built on first use (or read from the saved state)."""
+        if self._index is None:
+            index = VectorIndex.build(self.item_factors_, np.arange(len(self.item_factors_)),
+                                      HnswParams(threshold=self.cfg.hnsw_threshold), serialized)
+            assert index is not None  # n_items_ >= hnsw_threshold >= 1
+            self._index = index
+        return self._index
 
     def _state(self) -> dict[str, Any]:
-        return {"user_factors": self.user_factors_, "item_factors": self.item_factors_, "fallback": self.fallback_}
+        state = {"user_factors": self.user_factors_, "item_factors": self.item_factors_, "fallback": self.fallback_}
+        if self.n_items_ >= self.cfg.hnsw_threshold:  # what serving will search: built once, kept
+            graph = self._vector_index().serialize()
+            if graph is not None:
+                state["hnsw"] = graph
+        return state
 
     def _load_state(self, arrays: dict[str, Any]) -> None:
         self.user_factors_ = np.ascontiguousarray(arrays["user_factors"], np.float32)
         self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], np.float32)
         self.fallback_ = np.asarray(arrays["fallback"], np.float32)
+        self._index = None
+        if "hnsw" in arrays and len(self.item_factors_) >= self.cfg.hnsw_threshold:
+            self._vector_index(arrays["hnsw"])
 
 
 class ALS(_FactorModel):
@@ -110,10 +159,14 @@ class ALS(_FactorModel):
         fold_in: bool = True
         #: time decay of events (None: the data's weighting as it is)
         half_life_days: float | None = None
+        #: catalogues from this many items search one query through an HNSW graph (see `recommend`)
+        hnsw_threshold: int = 50_000
 
         def __post_init__(self) -> None:
             if self.factors < 1 or self.iterations < 0:
                 raise ValueError(f"factors must be >= 1 and iterations >= 0, got {self.factors}, {self.iterations}")
+            if self.hnsw_threshold < 1:
+                raise ValueError(f"hnsw_threshold must be >= 1, got {self.hnsw_threshold}")
             if not self.alpha > 0:
                 raise ValueError(f"alpha must be positive, got {self.alpha}")
 
@@ -127,6 +180,7 @@ class ALS(_FactorModel):
                                            num_threads=c.num_threads, random_state=c.seed)
 
     def _fit(self, data: Interactions) -> None:
+        self._index = None
         x = sp.csr_matrix(training_matrix(data, self.cfg.half_life_days), dtype=np.float32)
         model = self._model()
         with _one_blas_thread():
@@ -179,14 +233,19 @@ class BPR(_FactorModel):
         #: gradient steps and sampled negatives of the fold-in (about 7 ms a user at 64 factors)
         fold_in_steps: int = 30
         fold_in_negatives: int = 256
+        #: catalogues from this many items search one query through an HNSW graph (see `recommend`)
+        hnsw_threshold: int = 50_000
 
         def __post_init__(self) -> None:
             if self.factors < 1 or self.iterations < 0:
                 raise ValueError(f"factors must be >= 1 and iterations >= 0, got {self.factors}, {self.iterations}")
+            if self.hnsw_threshold < 1:
+                raise ValueError(f"hnsw_threshold must be >= 1, got {self.hnsw_threshold}")
 
     def _fit(self, data: Interactions) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
+        self._index = None
         c = self.cfg
         x = sp.csr_matrix(data.matrix(), dtype=np.float32)
         with _one_blas_thread():

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
 from fusionrec import schema as S
+from fusionrec.candidates._vector_index import HnswParams, VectorIndex
 from fusionrec.candidates.base import CandidateGenerator, Query, ScoredItems, iter_batches, top_n
 from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
 from fusionrec.data.interactions import Interactions
@@ -414,8 +415,7 @@ class ContentEmbedding(CandidateGenerator):
 
     def __init__(self, cfg: "ContentEmbedding.Config | None" = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()
-        self._index: Any = None
-        self._index_items = np.empty(0, np.int64)
+        self._index: VectorIndex | None = None
 
     # -- fitting ------------------------------------------------------------------------------
     def _fit(self, data: Interactions) -> None:
@@ -442,31 +442,14 @@ class ContentEmbedding(CandidateGenerator):
         self._build_index()
 
     def _build_index(self, serialized: np.ndarray | None = None) -> None:
-        import faiss
-
         c = self.cfg
-        self._index_items = np.nonzero(np.any(self.vectors_ != 0, axis=1))[0].astype(np.int64)
-        self._index = None
-        if not len(self._index_items):
-            return
-        if serialized is not None and len(serialized):
-            self._index = faiss.deserialize_index(np.ascontiguousarray(serialized, np.uint8))
-        else:
-            d = self.vectors_.shape[1]
-            x = np.ascontiguousarray(self.vectors_[self._index_items])
-            if len(x) >= c.hnsw_threshold:
-                index = faiss.IndexHNSWFlat(d, c.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-                index.hnsw.efConstruction = c.hnsw_ef_construction
-            else:
-                index = faiss.IndexFlatIP(d)
-            index.add(x)
-            self._index = index
-        if hasattr(self._index, "hnsw"):
-            self._index.hnsw.efSearch = c.hnsw_ef_search
+        params = HnswParams(c.hnsw_threshold, c.hnsw_m, c.hnsw_ef_construction, c.hnsw_ef_search)
+        self._index = VectorIndex.build(self.vectors_, np.nonzero(np.any(self.vectors_ != 0, axis=1))[0],
+                                        params, serialized)
 
     @property
     def uses_hnsw(self) -> bool:
-        return self._index is not None and hasattr(self._index, "hnsw")
+        return self._index is not None and self._index.uses_hnsw
 
     # -- scoring ------------------------------------------------------------------------------
     def _profiles(self, h: sp.csr_matrix) -> np.ndarray:
@@ -480,17 +463,7 @@ class ContentEmbedding(CandidateGenerator):
 
     def _search(self, vector: np.ndarray, n: int, drop: np.ndarray) -> ScoredItems:
         """Top-n items by inner product with one unit vector through the faiss index, `drop` left out."""
-        k = min(len(self._index_items), n + len(drop))
-        if k <= 0:
-            return ScoredItems.empty()
-        if self.uses_hnsw:
-            self._index.hnsw.efSearch = max(self.cfg.hnsw_ef_search, k)
-        vals, pos = self._index.search(np.ascontiguousarray(vector[None, :], np.float32), k)
-        ok = pos[0] >= 0
-        items = self._index_items[pos[0][ok]]
-        vals = vals[0][ok].astype(np.float32)
-        keep = ~np.isin(items, drop)
-        return ScoredItems(items[keep][:n], vals[keep][:n])
+        return ScoredItems(*self._index.search(vector, n, drop))
 
     def candidates(self, query: Query, n: int) -> ScoredItems:
         """Top-n by faiss search around the query history's profile; no profile: the popularity fallback."""
@@ -517,10 +490,9 @@ class ContentEmbedding(CandidateGenerator):
     # -- persistence --------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"vectors": self.vectors_, "fallback": self.fallback_}
-        if self.uses_hnsw:  # an HNSW graph takes long to build and its build is not reproducible: keep it
-            import faiss
-
-            state["hnsw"] = faiss.serialize_index(self._index)
+        graph = self._index.serialize() if self._index is not None else None
+        if graph is not None:
+            state["hnsw"] = graph
         return state
 
     def _load_state(self, arrays: dict[str, Any]) -> None:
