@@ -76,5 +76,8 @@ class VectorIndex:
         ok = pos[0] >= 0
         items = self.rows[pos[0][ok]]
         vals = vals[0][ok].astype(np.float32)
-        keep = ~np.isin(items, drop) if len(drop) else np.ones(len(items), bool)
-        return items[keep][:n], vals[keep][:n]
+        if len(drop):  # a set: np.isin sorts both sides, 30 us for a few hundred items
+            dropped = set(drop.tolist())
+            keep = np.fromiter((i not in dropped for i in items.tolist()), bool, len(items))
+            items, vals = items[keep], vals[keep]
+        return items[:n], vals[:n]

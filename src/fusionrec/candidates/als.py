@@ -92,8 +92,7 @@ class _FactorModel(CandidateGenerator):
         if len(users) == 1 and self.n_items_ >= self.cfg.hnsw_threshold:
             vectors, has = self._user_vectors(users, self._histories(histories, 1), None, live)
             if has[0]:
-                drop = sp.csr_matrix(exclude[:1]).indices.astype(np.int64) if exclude is not None else \
-                    np.empty(0, np.int64)
+                drop = _row_indices(exclude) if exclude is not None else np.empty(0, np.int64)
                 items, vals = self._vector_index().search(vectors[0], n, drop)
                 width = min(n, self.n_items_)
                 out_i, out_s = np.full((1, width), -1, np.int64), np.full((1, width), -np.inf, np.float32)
@@ -130,6 +129,13 @@ class _FactorModel(CandidateGenerator):
         self._index = None
         if "hnsw" in arrays and len(self.item_factors_) >= self.cfg.hnsw_threshold:
             self._vector_index(arrays["hnsw"])
+
+
+def _row_indices(m: sp.spmatrix) -> np.ndarray:
+    """The column indices of the first row of a sparse matrix (no copy of a CSR row)."""
+    if not sp.isspmatrix_csr(m):
+        m = sp.csr_matrix(m[:1])
+    return np.asarray(m.indices[m.indptr[0]:m.indptr[1]], np.int64)
 
 
 class ALS(_FactorModel):

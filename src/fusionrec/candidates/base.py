@@ -216,7 +216,10 @@ class CandidateGenerator(ABC):
         cols, vals = s.indices, s.data
         keep = vals > 0
         if exclude is not None and exclude.nnz:
-            keep &= ~np.isin(cols, exclude.tocoo().col)
+            blocked = np.zeros(max(self.n_items_, s.shape[1]), bool)  # a mask: np.isin sorts both sides
+            ex = exclude.tocoo().col
+            blocked[ex[ex < len(blocked)]] = True
+            keep &= ~blocked[cols]
         if n <= 0 or int(keep.sum()) < n:
             return None
         cols, vals = cols[keep], vals[keep]
