@@ -149,3 +149,25 @@ def test_factor_model_live_query_folds_in_through_the_graph() -> None:
     assert (block(items[0]) == 6).mean() >= 0.8  # re-solved from the new history, not the trained vector
     trained, _ = als.recommend(np.array([u]), h[u : u + 1], 10, exclude=h[u : u + 1])
     assert (block(trained[0]) == 3).mean() >= 0.8
+
+
+def test_factor_model_caches_one_query_fold_ins_by_history() -> None:
+    als, data = _als_on_blocks(tmp_threshold=10_000)  # the exact scan: only the cache is under test
+    h = data.matrix()
+    calls = []
+    real = als._fold_in
+    als._fold_in = lambda rows: calls.append(rows.shape[0]) or real(rows)  # type: ignore[method-assign]
+    row = h[7:8]
+    first = als.recommend(np.array([7]), row, 10, exclude=row, live=True)
+    again = als.recommend(np.array([7]), row, 10, exclude=row, live=True)
+    assert calls == [1]  # solved once for the same history
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_allclose(als._fold_in_one(row), real(row)[0])
+    longer = h[7:9].sum(axis=0)  # a new event changes the history: solved again
+    als.recommend(np.array([7]), sp.csr_matrix(longer), 10, live=True)
+    assert calls == [1, 1]
+    als.clear_fold_cache()  # forgetting a user empties it
+    als.recommend(np.array([7]), row, 10, exclude=row, live=True)
+    assert calls == [1, 1, 1]
+    als.recommend(np.arange(3), h[:3], 10, live=True)  # batches never use it
+    assert calls[-1] == 3

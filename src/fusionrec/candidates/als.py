@@ -8,6 +8,8 @@ threaded BLAS inside them only thrashes), and fold-in for users the model has no
 from __future__ import annotations
 
 import importlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,13 +47,39 @@ class _FactorModel(CandidateGenerator):
     item_factors_: np.ndarray  # float32 [n_items, d]
     fallback_: np.ndarray  # float32 [n_items]
 
+    #: folded-in vectors kept for one-query requests, by history: a user who asks again before their
+    #: next event costs a dictionary look-up instead of a solve
+    FOLD_CACHE_SIZE: ClassVar[int] = 4096
+
     def __init__(self, cfg: Any = None) -> None:
         self.cfg = cfg if cfg is not None else self.Config()  # type: ignore[attr-defined]
         self._index: VectorIndex | None = None
+        self._fold_cache: OrderedDict[tuple[bytes, bytes], np.ndarray] = OrderedDict()
+        self._fold_lock = threading.Lock()
 
     def _fold_in(self, h: sp.csr_matrix) -> np.ndarray:
         """User vectors [B, d] for history rows [B, n_items] with the item factors held fixed."""
         raise NotImplementedError
+
+    def _fold_in_one(self, row: sp.csr_matrix) -> np.ndarray:
+        """`_fold_in` of one history row, through the cache (the solve depends on the row alone)."""
+        key = (row.indices.tobytes(), row.data.tobytes())
+        with self._fold_lock:
+            vec = self._fold_cache.get(key)
+            if vec is not None:
+                self._fold_cache.move_to_end(key)
+                return vec
+        vec = self._fold_in(row)[0]
+        with self._fold_lock:
+            self._fold_cache[key] = vec
+            while len(self._fold_cache) > self.FOLD_CACHE_SIZE:
+                self._fold_cache.popitem(last=False)
+        return vec
+
+    def clear_fold_cache(self) -> None:
+        """Drop every cached fold-in (a user was forgotten: their vector must not outlive them)."""
+        with self._fold_lock:
+            self._fold_cache.clear()
 
     def _user_vectors(self, users: np.ndarray, h: sp.csr_matrix, fold_in: bool | None,
                       live: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +91,9 @@ class _FactorModel(CandidateGenerator):
         folded = ~use_trained & has_history & (fold or live)
         vectors = np.zeros((len(users), self.item_factors_.shape[1]), np.float32)
         vectors[use_trained] = self.user_factors_[users[use_trained]]
-        if folded.any():
+        if len(users) == 1 and folded[0]:  # one query (the online path): cached by history
+            vectors[0] = self._fold_in_one(h[:1])
+        elif folded.any():
             vectors[folded] = self._fold_in(h[np.nonzero(folded)[0]])
         return vectors, use_trained | folded
 
@@ -127,6 +157,7 @@ class _FactorModel(CandidateGenerator):
         self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], np.float32)
         self.fallback_ = np.asarray(arrays["fallback"], np.float32)
         self._index = None
+        self.clear_fold_cache()
         if "hnsw" in arrays and len(self.item_factors_) >= self.cfg.hnsw_threshold:
             self._vector_index(arrays["hnsw"])
 
@@ -187,6 +218,7 @@ class ALS(_FactorModel):
 
     def _fit(self, data: Interactions) -> None:
         self._index = None
+        self.clear_fold_cache()
         x = sp.csr_matrix(training_matrix(data, self.cfg.half_life_days), dtype=np.float32)
         model = self._model()
         with _one_blas_thread():
@@ -252,6 +284,7 @@ class BPR(_FactorModel):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         self._index = None
+        self.clear_fold_cache()
         c = self.cfg
         x = sp.csr_matrix(data.matrix(), dtype=np.float32)
         with _one_blas_thread():

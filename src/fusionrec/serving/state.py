@@ -248,6 +248,10 @@ class ServerState:
             self._forgotten_during_retrain.append(user_id)
         self.histories.forget(user_id)
         self.tracker.forget(user_id)
+        for model in [self.current, *self.variant_models.values()]:  # fold-ins cached from their history
+            for gen in model.pipeline.generators_.values() if model is not None else ():
+                if hasattr(gen, "clear_fold_cache"):
+                    gen.clear_fold_cache()
         versions = forget_in_versions(self.model_dir, user_id) if self.model_dir.is_dir() else []
         n = self.writer.call(lambda con: forget_in_store(con, user_id, subject,
                                                          {"model_versions_updated": len(versions)}))
