@@ -322,8 +322,9 @@ class FusedPipeline(CandidateGenerator):
         names = list(gens)
         per = []
         for name in names:
-            if live and _takes_live(gens[name]):
-                idx, sc = _recommend_live(gens[name], users, histories, self._n_for(name), exclude)
+            if live and _takes_live(gens[name]):  # re-solved from the current history (live events)
+                idx, sc = gens[name].recommend(users, histories, self._n_for(name), exclude=exclude,
+                                               live=True)
             else:
                 idx, sc = gens[name].recommend(users, histories, self._n_for(name), exclude=exclude)
             ok = np.isfinite(sc) & (idx >= 0)
@@ -529,21 +530,6 @@ def _takes_live(gen: CandidateGenerator) -> bool:
     import inspect
 
     return "live" in inspect.signature(gen.score).parameters
-
-
-def _recommend_live(gen: CandidateGenerator, users: np.ndarray, histories: sp.csr_matrix, n: int,
-                    exclude: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n of a model that re-solves known users from their current history (live events)."""
-    import inspect
-
-    from fusionrec.candidates.base import mask_excluded, top_n
-
-    if "live" in inspect.signature(gen.recommend).parameters:  # factor models: their one-query search
-        return gen.recommend(users, histories, n, exclude=exclude, live=True)  # type: ignore[call-arg]
-    s = np.asarray(gen.score(users, histories, live=True), np.float32)  # type: ignore[call-arg]
-    if exclude is not None:
-        mask_excluded(s, exclude)
-    return top_n(s, n)
 
 
 class BlendPipeline(FusedPipeline):

@@ -19,7 +19,7 @@ from threadpoolctl import ThreadpoolController
 
 from fusionrec.candidates._similarity import training_matrix
 from fusionrec.candidates._vector_index import HnswParams, VectorIndex
-from fusionrec.candidates.base import CandidateGenerator, mask_excluded, top_n
+from fusionrec.candidates.base import CandidateGenerator
 from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
 from fusionrec.data.interactions import Interactions
 
@@ -128,12 +128,12 @@ class _FactorModel(CandidateGenerator):
                 out_i, out_s = np.full((1, width), -1, np.int64), np.full((1, width), -np.inf, np.float32)
                 out_i[0, :len(items)], out_s[0, :len(items)] = items, vals
                 return out_i, out_s
-        if not live:
-            return super().recommend(users, histories, n, exclude=exclude, batch_size=batch_size)
-        s = np.asarray(self.score(users, histories, live=True), np.float32)
-        if exclude is not None:
-            mask_excluded(s, exclude)
-        return top_n(s, n)
+        return super().recommend(users, histories, n, exclude=exclude, batch_size=batch_size, live=live)
+
+    def _forget_derived(self) -> None:
+        """Drop what was derived from the factors (the search graph, cached fold-ins): they change."""
+        self._index = None
+        self.clear_fold_cache()
 
     def _vector_index(self, serialized: np.ndarray | None = None) -> VectorIndex:
         """The HNSW graph of the item factors, built on first use (or read from the saved state)."""
@@ -156,8 +156,7 @@ class _FactorModel(CandidateGenerator):
         self.user_factors_ = np.ascontiguousarray(arrays["user_factors"], np.float32)
         self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], np.float32)
         self.fallback_ = np.asarray(arrays["fallback"], np.float32)
-        self._index = None
-        self.clear_fold_cache()
+        self._forget_derived()
         if "hnsw" in arrays and len(self.item_factors_) >= self.cfg.hnsw_threshold:
             self._vector_index(arrays["hnsw"])
 
@@ -217,8 +216,7 @@ class ALS(_FactorModel):
                                            num_threads=c.num_threads, random_state=c.seed)
 
     def _fit(self, data: Interactions) -> None:
-        self._index = None
-        self.clear_fold_cache()
+        self._forget_derived()
         x = sp.csr_matrix(training_matrix(data, self.cfg.half_life_days), dtype=np.float32)
         model = self._model()
         with _one_blas_thread():
@@ -283,8 +281,7 @@ class BPR(_FactorModel):
     def _fit(self, data: Interactions) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        self._index = None
-        self.clear_fold_cache()
+        self._forget_derived()
         c = self.cfg
         x = sp.csr_matrix(data.matrix(), dtype=np.float32)
         with _one_blas_thread():

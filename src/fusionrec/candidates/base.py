@@ -177,10 +177,12 @@ class CandidateGenerator(ABC):
         """
 
     def recommend(self, users: np.ndarray, histories: sp.csr_matrix | None, n: int,
-                  exclude: sp.csr_matrix | None = None, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """Top-n item indices and scores for many users at once; `exclude` rows mark items to skip."""
+                  exclude: sp.csr_matrix | None = None, batch_size: int = 1024,
+                  live: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n item indices and scores for many users at once; `exclude` rows mark items to skip.
+        `live=True` (models whose `score` takes it) re-solves known users from their current history."""
         users = np.asarray(users, np.int64)
-        if len(users) == 1 and histories is not None and histories.nnz:
+        if len(users) == 1 and histories is not None and histories.nnz and not live:
             sparse = self.sparse_scores(histories)
             if sparse is not None:
                 found = self._top_n_sparse(sparse, n, exclude)
@@ -196,7 +198,8 @@ class CandidateGenerator(ABC):
         whole = len(users) <= batch_size  # one batch (the online path): no row slicing at all
         for sl in iter_batches(len(users), batch_size):
             h = histories if whole or histories is None else histories[sl]
-            s = np.asarray(self.score(users[sl], h), dtype=np.float32)
+            scores = self.score(users[sl], h, live=True) if live else self.score(users[sl], h)  # type: ignore[call-arg]
+            s = np.asarray(scores, dtype=np.float32)
             if exclude is not None:
                 mask_excluded(s, exclude if whole else exclude[sl])
             out_i[sl], out_s[sl] = top_n(s, n)
