@@ -1,4 +1,4 @@
-"""Serving under load: `fusionrec serve` in its own process, driven by an asyncio + httpx load generator in another.
+"""Serving under load: `fusionrec serve` in its own process, driven by an asyncio + aiohttp load generator in another.
 
 Measures throughput and p50/p95/p99 latency of GET /recommendations/{user} (the fused pipeline), GET
 /items/{id}/similar and POST /events (one event, and batches of 500) at fixed concurrency for a fixed
@@ -31,7 +31,7 @@ SWAP_LOAD = 0.6
 
 LOADGEN = r"""
 import asyncio, json, os, random, sys, time
-import httpx
+import aiohttp
 
 cfg = json.loads(sys.argv[1])
 base, kind, conc, duration = cfg["base"], cfg["kind"], cfg["concurrency"], cfg["seconds"]
@@ -43,7 +43,7 @@ batches = [[{"user_id": rnd.choice(ev_users), "item_id": rnd.choice(items), "beh
            for _ in range(8)]
 samples = []
 
-def request(client):
+def send(client):
     if kind == "recs":
         return client.get("/recommendations/" + rnd.choice(users), params={"k": 10})
     if kind == "similar":
@@ -55,6 +55,11 @@ def request(client):
         return client.post("/events", json=rnd.choice(batches), headers=auth)
     return client.get("/const")
 
+async def request(client):
+    async with send(client) as r:
+        await r.read()  # the whole answer, as a client would
+        return r.status
+
 async def worker(client, deadline, gap):
     # gap = 0: closed loop (the next request when the answer comes); gap > 0: each worker starts one
     # request every `gap` seconds (a fixed offered rate, below capacity), late ones without waiting
@@ -65,14 +70,16 @@ async def worker(client, deadline, gap):
             due += gap
         wall, t0 = time.time(), time.perf_counter()
         try:
-            status = (await request(client)).status_code
+            status = await request(client)
         except Exception:
             status = -1
         samples.append((wall, time.perf_counter() - t0, status))
 
 async def main():
-    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+    # aiohttp: httpx's client cost 1-5 ms of CPU a request here (more with more connections), taken from
+    # the server on the 2 shared cores
+    conn = aiohttp.TCPConnector(limit=conc)
+    async with aiohttp.ClientSession(base, connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as client:
         for _ in range(min(conc, 4)):  # open connections and warm the server
             await request(client)
         deadline = time.perf_counter() + duration
@@ -374,7 +381,7 @@ def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: lis
         f"Model: {', '.join(info['generators'])} (ALS {info['factors']} factors) fused by LightGBM LambdaRank; "
         f"trained in {info['train_seconds']:.0f} s. `fusionrec serve`, one uvicorn worker, took {startup:.1f} s to "
         "load the model and every user's history from the store.",
-        f"Load: a separate process (asyncio + httpx, keep-alive), fixed concurrency for {seconds:.0f} s per row "
+        f"Load: a separate process (asyncio + aiohttp, keep-alive), fixed concurrency for {seconds:.0f} s per row "
         "(the bare endpoint twice per concurrency, before and after the others), on the same machine as the "
         "server, so client and server share its cores; latency is measured by the client. Recommendations are "
         "asked for 2,000 known users and 100 strangers; events are posted for 2,000 other known users. The machine's load "

@@ -1,6 +1,6 @@
 """Soak: `fusionrec serve` under a steady mixed load for a long time, with a retrain and hot swap in the middle.
 
-Traffic (from a separate asyncio + httpx process, open loop at a fixed rate): 80% GET /recommendations/{user},
+Traffic (from a separate asyncio + aiohttp process, open loop at a fixed rate): 80% GET /recommendations/{user},
 15% POST /events, 5% GET /items/{id}/similar. The rate is 60% of the throughput the same mix reaches at
 concurrency 8 on this machine (measured first, closed loop, for 15 s), i.e. near the benchmark throughput
 but below saturation, so latency reflects the server rather than a growing queue. (At 75% the server of
@@ -40,7 +40,7 @@ SOAK_LOAD = 0.6
 
 LOADGEN = r"""
 import asyncio, json, random, sys, time
-import httpx
+import aiohttp
 
 cfg = json.loads(sys.argv[1])
 base, rate, seconds = cfg["base"], cfg["rate"], cfg["seconds"]
@@ -61,11 +61,13 @@ async def one(client, kind, sem):
     status, version, err = -1, None, None
     try:
         if kind == "recs":
-            r = await client.get("/recommendations/" + rnd.choice(users), params={"k": 10})
-            if r.status_code == 200:
-                version = r.json().get("model_version")
+            async with client.get("/recommendations/" + rnd.choice(users), params={"k": 10}) as r:
+                status, body = r.status, await r.text()
+            if status == 200:
+                version = json.loads(body).get("model_version")
         elif kind == "similar":
-            r = await client.get("/items/" + rnd.choice(items) + "/similar", params={"k": 10})
+            async with client.get("/items/" + rnd.choice(items) + "/similar", params={"k": 10}) as r:
+                status, body = r.status, await r.text()
         else:
             n = 1 if rnd.random() < 0.8 else rnd.randint(2, 20)
             evs = [{"user_id": rnd.choice(users), "item_id": rnd.choice(items), "behavior": rnd.choice(BEHAVIORS)}
@@ -74,12 +76,12 @@ async def one(client, kind, sem):
             if t is not None:
                 for e in evs:
                     e["timestamp"] = t
-            r = await client.post("/events", json=evs[0] if n == 1 else evs, headers=auth)
-            if r.status_code == 200 and r.json().get("accepted") != n:
-                err = "events rejected: " + r.text[:200]
-        status = r.status_code
+            async with client.post("/events", json=evs[0] if n == 1 else evs, headers=auth) as r:
+                status, body = r.status, await r.text()
+            if status == 200 and json.loads(body).get("accepted") != n:
+                err = "events rejected: " + body[:200]
         if status != 200 and err is None:
-            err = r.text[:200]
+            err = body[:200]
     except Exception as exc:
         err = type(exc).__name__ + ": " + str(exc)[:200]
     finally:
@@ -95,9 +97,10 @@ async def closed_loop(client, deadline):
 async def main():
     # idle connections are dropped by the client (2 s) before uvicorn closes them (5 s): otherwise a request
     # sent on a connection the server is closing at that moment fails with a reset (ReadError)
-    limits = httpx.Limits(max_connections=cfg["max_inflight"], max_keepalive_connections=cfg["max_inflight"],
-                          keepalive_expiry=2.0)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+    # (aiohttp: httpx's client costs 1-5 ms of CPU a request here, growing with the number of connections,
+    # which on 2 shared cores starved the server it measured)
+    conn = aiohttp.TCPConnector(limit=cfg["max_inflight"], keepalive_timeout=2.0)
+    async with aiohttp.ClientSession(base, connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as client:
         if cfg.get("calibrate"):  # closed loop at concurrency 8: the mix's throughput here
             deadline = time.perf_counter() + seconds
             await asyncio.gather(*(closed_loop(client, deadline) for _ in range(8)))
@@ -336,7 +339,7 @@ def _markdown(res: dict, info: dict, quick: bool) -> str:
         "## Soak (steady mixed load with a hot swap)",
         "",
         f"Synthetic shop: {size['n_users']:,} users, {size['n_items']:,} items, {size['n_events']:,} events; "
-        f"`fusionrec serve` (one uvicorn worker) and the load generator (a separate asyncio + httpx process) share "
+        f"`fusionrec serve` (one uvicorn worker) and the load generator (a separate asyncio + aiohttp process) share "
         f"{os.cpu_count()} cores. {res['seconds']:.0f} s of open-loop traffic at {res['rate']:.1f} "
         f"requests/s ({res['rate'] / res['calibrated_rps']:.0%} of the {res['calibrated_rps']:.1f} requests/s the same mix reached closed-loop at "
         "concurrency 8): 80% GET /recommendations, 15% POST /events (1 to 20 events), 5% GET /items/{id}/similar; "
