@@ -18,7 +18,9 @@ from fusionrec.store.event_store import EventStore
 
 GENERATORS = {"pop": {}, "itemknn": {}, "covisit": {}, "als": {"factors": 16, "iterations": 5}}
 # one LightGBM thread: two spin-waiting OpenMP threads on a busy 2-core machine turn 0.3 s into minutes
-CONFIG = PipelineConfig(generators=GENERATORS, n_candidates=40, seed=1, ranker={"n_estimators": 50, "num_threads": 1})
+# the ranker is kept although a shop this small cannot make its gain significant: the tests read its model file
+CONFIG = PipelineConfig(generators=GENERATORS, n_candidates=40, seed=1, ranker={"n_estimators": 50, "num_threads": 1},
+                        ranker_guard_p=1.0)
 BLEND_TOML = """
 [pipeline]
 fuser = "blend"

@@ -23,7 +23,8 @@ def shop_data() -> Interactions:
 
 @pytest.fixture(scope="module")
 def fitted(shop_data) -> FusedPipeline:
-    return FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1,
+    # 30 held-out users cannot make any gain significant: these tests are about the ranker, so it is kept
+    return FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker_guard_p=1.0,
                                         ranker={"n_estimators": 60})).fit(shop_data)
 
 
@@ -117,6 +118,23 @@ def test_ranker_guard_serves_the_best_generator_when_the_ranker_loses_on_validat
     assert "ranker_guard" not in unguarded.report_ and unguarded.fuser_.kind == "lambdarank"
 
 
+def test_ranker_guard_asks_for_a_significant_gain_on_held_out_users(shop_data, fitted):
+    gain = fitted.report_["ranker_gain_heldout"]
+    assert gain["users"] >= 10 and gain["versus"] in GENS
+    heldout = fitted.report_["valid_ndcg@20_heldout_per_generator"]
+    assert gain["ndcg@20"] == pytest.approx(fitted.report_["valid_ndcg@20_heldout_users"] - heldout[gain["versus"]],
+                                            abs=2e-4)
+    # no gain is significant at p < 1e-300: the same ranker is then guarded, and the report says why
+    strict = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker={"n_estimators": 60},
+                                          ranker_guard_p=1e-300)).fit(shop_data)
+    # (the default, 0.05, guards it too: 30 held-out users)
+    assert strict.fuser_.kind == "best" and "p = " in strict.report_["ranker_guard"]
+    assert strict.report_["ranker_gain_heldout"] == gain  # the same ranker, judged differently
+    assert (fitted.fuser_.kind == "lambdarank") == (gain["ndcg@20"] > 0)  # fitted with ranker_guard_p = 1
+    with pytest.raises(Exception, match="ranker_guard_p"):
+        PipelineConfig(generators=GENS, ranker_guard_p=0.0)
+
+
 def test_mmr_diversifies_by_item_neighbourhoods_when_the_catalogue_has_no_categories():
     from fusionrec.rerank.rules import Reranker, RerankConfig
 
@@ -150,7 +168,7 @@ def test_a_new_item_without_interactions_enters_through_content():
     h = data.matrix()
     assert h[:, new].nnz == 0
     pipe = FusedPipeline(PipelineConfig(generators={**GENS, "content": {}}, n_candidates=40, seed=1,
-                                        ranker={"n_estimators": 60})).fit(data)
+                                        ranker={"n_estimators": 60}, ranker_guard_p=1.0)).fit(data)
     fans = np.flatnonzero(h[:, tw].toarray().ravel() > 0)[:50]
     top, _ = pipe.recommend(fans, h[fans], 20, exclude=h[fans])
     assert np.mean([new in row for row in top]) >= 0.5  # most of the twin's buyers are shown the new one

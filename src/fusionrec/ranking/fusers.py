@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["CandidateTable", "LambdaRankFuser", "LinearBlend", "ReciprocalRankFusion", "BestSingle",
-           "ndcg_on_table", "top_per_row"]
+           "ndcg_on_table", "ndcg_per_row", "top_per_row"]
 
 
 @dataclass
@@ -72,6 +72,13 @@ def top_per_row(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows:
 def ndcg_on_table(rows: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_relevant: np.ndarray,
                   k: int = 20) -> float:
     """Mean binary NDCG@k over rows, the ideal counting every relevant item (also those not in the table)."""
+    per_row = ndcg_per_row(rows, scores, labels, n_relevant, k)
+    return float(per_row.mean()) if len(per_row) else 0.0
+
+
+def ndcg_per_row(rows: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_relevant: np.ndarray,
+                 k: int = 20) -> np.ndarray:
+    """Binary NDCG@k of each row with relevant items (rows without any are left out)."""
     order = np.lexsort((-scores, rows))
     r = rows[order]
     rel = labels[order] > 0
@@ -83,7 +90,7 @@ def ndcg_on_table(rows: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_re
     discounts = 1.0 / np.log2(np.arange(k) + 2)
     ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(n_relevant, k)]
     ok = n_relevant > 0
-    return float(np.mean(dcg[ok] / ideal[ok])) if ok.any() else 0.0
+    return dcg[ok] / ideal[ok]
 
 
 class LambdaRankFuser:
