@@ -166,32 +166,28 @@ class EventWriter:
         rows = [ev for batch in batches for ev in batch]
         seqs = self._next_seqs(len(rows))
         now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-        cols: dict[str, list[Any]] = {c: [] for c in RAW_FIELDS}
-        reject: list[str | None] = []
-        for ev in rows:
-            for c in RAW_FIELDS:
-                cols[c].append(_text(ev.get(c)))
-            if cols[S.TIMESTAMP][-1] is None:
-                cols[S.TIMESTAMP][-1] = now  # the contract: timestamp is optional, the server's clock fills it
-            bad = next((f"{c} contains a control character" for c in (S.USER_ID, S.ITEM_ID, S.BEHAVIOR)
-                        if cols[c][-1] is not None and _CONTROL.search(cols[c][-1])), None)
-            reject.append(bad)
+        cols = {c: pa.array([_text(ev.get(c)) for ev in rows], pa.string()) for c in RAW_FIELDS}
+        # the contract: timestamp is optional, the server's clock fills it
+        cols[S.TIMESTAMP] = pc.fill_null(cols[S.TIMESTAMP], now)
         n = len(rows)
-        table = pa.table({**{c: pa.array(v, pa.string()) for c, v in cols.items()},
-                          S.SPLIT: pa.nulls(n, pa.string()), S.SEQ: pa.array(seqs, pa.int64()),
+        reject = pa.nulls(n, pa.string())
+        for c in (S.BEHAVIOR, S.ITEM_ID, S.USER_ID):  # the first field with one names the rejection
+            bad = pc.fill_null(pc.match_substring_regex(cols[c], _CONTROL.pattern), False)
+            reject = pc.if_else(bad, pa.scalar(f"{c} contains a control character"), reject)
+        table = pa.table({**cols, S.SPLIT: pa.nulls(n, pa.string()), S.SEQ: pa.array(seqs, pa.int64()),
                           S.SOURCE: pa.array(["api"] * n, pa.string()), S.LINE: pa.array(seqs, pa.int64()),
-                          "reject": pa.array(reject, pa.string()), "raw": pa.nulls(n, pa.string())})
+                          "reject": reject, "raw": pa.nulls(n, pa.string())})
         con = self.store.con
         ins = ", ".join(CONTENT_COLUMNS)
         con.register("_api_events", table)
         try:  # validation reads only the registered rows: outside the transaction, one statement
-            staged = con.execute(self._validate_sql).fetch_arrow_table()
+            # back in the input's order (seqs increase along it); a parallel scan need not keep it
+            staged = con.execute(self._validate_sql).fetch_arrow_table().sort_by(S.SEQ)
         finally:
             con.unregister("_api_events")
         reasons = staged.column("reason")
         ok = staged.filter(pc.is_null(reasons))
-        staged_seqs, reason_list = staged.column(S.SEQ).to_pylist(), reasons.to_pylist()
-        by_seq = dict(zip(staged_seqs, range(staged.num_rows)))
+        reason_list = reasons.to_pylist()
         bad = [k for k, r in enumerate(reason_list) if r is not None]
         con.register("_api_ok", ok)
         try:
@@ -211,19 +207,19 @@ class EventWriter:
         finally:
             con.unregister("_api_ok")
         micros = pc.cast(pc.cast(staged.column(S.TIMESTAMP), pa.timestamp("us")), pa.int64())
-        when = pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6)  # epoch seconds
-        out = list(zip(reason_list, staged.column(S.USER_ID).to_pylist(),
-                       staged.column(S.ITEM_ID).to_pylist(), staged.column(S.BEHAVIOR).to_pylist(), when.to_pylist()))
+        when = pc.fill_null(pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6), float("nan"))  # epoch seconds
+        accepted = list(zip(staged.column(S.USER_ID).to_pylist(), staged.column(S.ITEM_ID).to_pylist(),
+                            staged.column(S.BEHAVIOR).to_pylist(), when.to_pylist()))
         results, pos = [], 0
         for batch in batches:
             res = WriteResult()
             for index in range(len(batch)):
-                reason, user, item, beh, t = out[by_seq[seqs[pos]]]
-                pos += 1
+                reason = reason_list[pos]
                 if reason is None:
-                    res.accepted.append((user, item, beh, float(t) if t is not None else float("nan")))
+                    res.accepted.append(accepted[pos])
                 else:
                     res.rejected.append({"index": index, "reason": reason})
+                pos += 1
             results.append(res)
         return results
 
