@@ -48,6 +48,20 @@ def test_tune_fits_on_validation_only_and_writes_config(tmp_path, monkeypatch):
     assert params["itemknn"] == {k: v for k, v in res.best_params.items() if v is not None}
 
 
+def test_written_params_keep_the_other_tables_and_the_header(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('# Shop X, tuned on validation.\n# Second line.\n\n[pipeline]\ngenerators = ["itemknn"]\n\n'
+                    '[pipeline.ranker]\nlearning_rate = 0.02\n\n[models.itemknn]\nk = 7\n\n[notes]\nitemknn = "old"\n')
+    res = tuning.TuneResult(model="pop", metric="ndcg@20", best_value=0.1, baseline_value=0.05,
+                            best_params={"category_mix": 0.5, "half_life_days": None})
+    tuning.write_params(path, res, "new")
+    text = path.read_text()
+    assert text.startswith("# Shop X, tuned on validation.\n# Second line.\n")
+    params = read_model_params(path)
+    assert params["fusion"]["ranker"] == {"learning_rate": 0.02}
+    assert params["pop"] == {"category_mix": 0.5} and params["itemknn"]["k"] == 7
+
+
 def test_pipeline_takes_tuned_generator_params(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[pipeline]\ngenerators = ["itemknn", "pop"]\nn_candidates = 30\n\n[models.itemknn]\nk = 7\n')

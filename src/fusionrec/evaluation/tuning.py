@@ -6,6 +6,7 @@ scored on `valid.targets`. The best parameters are merged into a TOML config (co
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import tomllib
@@ -133,25 +134,36 @@ def _toml_value(v: Any) -> str:
 
 
 def write_params(path: Path, result: TuneResult, note: str) -> None:
-    """Merge `[models.<model>]` into the TOML at `path` (other tables are kept); None values are omitted."""
+    """Merge `[models.<model>]` into the TOML at `path`; None values are omitted. Other tables (nested ones
+    such as [pipeline.ranker] included) and the file's leading comment block are kept; other comments are not."""
     path = Path(path)
     data: dict[str, Any] = {}
+    header = ["# Tuned on validation splits carved from training data only (fusionrec tune); never on test."]
     if path.exists():
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+        leading = [line for line in itertools.takewhile(lambda x: x.startswith("#"), text.splitlines())]
+        header = leading or header
     data.setdefault("models", {})[result.model] = {k: v for k, v in result.best_params.items() if v is not None}
     notes = data.setdefault("notes", {})
     notes[result.model] = note
-    lines = ["# Tuned on validation splits carved from training data only (fusionrec tune); never on test.", ""]
-    if "pipeline" in data:
-        lines += _table("pipeline", {k: v for k, v in data["pipeline"].items() if not isinstance(v, dict)})
-        for name, params in data["pipeline"].get("generators", {}).items() if isinstance(
-                data["pipeline"].get("generators"), dict) else []:
-            lines += _table(f"pipeline.generators.{name}", params)
+    lines = header + [""]
+    for name in [t for t in data if t not in ("models", "notes")]:
+        lines += _tables(name, data[name])
     for name in sorted(data["models"]):
-        lines += _table(f"models.{name}", data["models"][name])
+        lines += _tables(f"models.{name}", data["models"][name])
     lines += _table("notes", data["notes"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+
+
+def _tables(name: str, values: dict[str, Any]) -> list[str]:
+    """A table and, after it, each of its sub-tables."""
+    out = _table(name, values)
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out += _tables(f"{name}.{key}", value)
+    return out
 
 
 def _table(name: str, values: dict[str, Any]) -> list[str]:
