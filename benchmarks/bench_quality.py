@@ -125,6 +125,13 @@ def render(spec: dict[str, Any], res: dict[str, Any]) -> list[str]:
                 tests = _paired(res, "fusion", base, metrics=("ndcg@10",))
                 lines.append(f"Fusion vs {base}: ndcg@10 {f.get('ndcg@10', 0):.4f} vs "
                              f"{models[base]['metrics'].get('ndcg@10', 0):.4f}" + (f" ({tests[0]})" if tests else "") + ".")
+        report = (models["fusion"].get("fit_reports") or [{}])[0]
+        gain = report.get("ranker_gain_heldout")
+        if report.get("ranker_guard"):
+            lines.append(f"Ranker guard (decided on validation data only): {report['ranker_guard']}.")
+        elif gain:
+            lines.append(f"Ranker kept: NDCG@20 {gain['ndcg@20']:+.4f} over {gain['versus']} on {gain['users']:,} "
+                         f"held-out validation users (paired t-test p = {gain['p']:.3g}).")
     lines.append("")
     return lines
 

@@ -74,6 +74,7 @@ class ModelResult:
     fold_recommend_seconds: list[float] = field(default_factory=list)
     recs: list[RecommendationBlock] = field(default_factory=list, repr=False)
     rec_popularity: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+    fit_reports: list[dict[str, Any]] = field(default_factory=list)  # per fold, from models that report one
 
     def to_dict(self, ks: Sequence[int]) -> dict[str, Any]:
         order = [m for m in metric_names(ks) if m in self.metrics]
@@ -85,6 +86,8 @@ class ModelResult:
             "ci": {m: list(self.ci[m]) for m in order if m in self.ci},
             "n_users_evaluated": int(len(next(iter(self.per_user.values())))) if self.per_user else 0,
         }
+        if any(self.fit_reports):
+            out["fit_reports"] = self.fit_reports
         if self.std is not None:
             out["std"] = {m: self.std[m] for m in order if m in self.std}
             out["folds"] = [{m: f[m] for m in order if m in f} for f in self.fold_metrics]
@@ -296,6 +299,7 @@ class _SplitRun:
     recommend_seconds: float
     block: RecommendationBlock
     rec_popularity: np.ndarray
+    fit_report: dict[str, Any] = field(default_factory=dict)  # what the model said about its fit (fused pipelines)
 
 
 def _run_split(split: Split, ctx: _SplitContext, model: CandidateGenerator, ks: list[int],
@@ -332,7 +336,8 @@ def _run_split(split: Split, ctx: _SplitContext, model: CandidateGenerator, ks: 
                                 item_ids=split.train.items.to_array())
     return _SplitRun(per_user=per_user, aggregate=aggregate, items=items, n_items=n_items,
                      fit_seconds=fit_s, recommend_seconds=rec_s, block=block,
-                     rec_popularity=ctx.popularity[items[valid]].astype(np.float32))
+                     rec_popularity=ctx.popularity[items[valid]].astype(np.float32),
+                     fit_report=dict(getattr(model, "report_", None) or {}))
 
 
 def _catalogue_cis(items: np.ndarray, ks: list[int], n_items: int, n_bootstrap: int,
@@ -397,6 +402,7 @@ def _summarise(name: str, runs: list[_SplitRun], params: dict[str, Any], ks: lis
         fold_fit_seconds=[r.fit_seconds for r in runs] if kfold else [],
         fold_recommend_seconds=[r.recommend_seconds for r in runs] if kfold else [],
         recs=[r.block for r in runs], rec_popularity=np.concatenate([r.rec_popularity for r in runs]),
+        fit_reports=[r.fit_report for r in runs],
     )
 
 
