@@ -238,3 +238,18 @@ def test_admin_actions_need_the_key(client):
     assert client.post("/admin/retrain").status_code in (401, 403)
     assert client.delete("/users/u000007").status_code in (401, 403)
     assert client.post("/admin/retrain", headers={"Authorization": "Bearer wrong"}).status_code == 403
+
+
+def test_evaluation_json_carries_the_fused_pipelines_fit_report():
+    import json
+
+    from _ui_shop import evaluation
+
+    models = json.loads(evaluation())["models"]
+    report = models["fusion"]["fit_reports"][0]
+    from fusionrec.pipeline import DEFAULT_GENERATORS
+
+    assert report["holdout"].startswith("time")  # the shop has timestamps: the last days label the ranker
+    assert set(report["valid_ndcg@20_per_generator"]) == set(DEFAULT_GENERATORS)
+    assert ("ranker_guard" in report) or report["ranker_gain_heldout"]["p"] < 0.05  # kept only when significant
+    assert "fit_reports" not in models["pop"]  # generators without a report add nothing
