@@ -354,7 +354,13 @@ def test_delete_user_removes_events_model_state_and_history(client, state):
     client.post("/events", json=[{"user_id": user, "item_id": "i1", "behavior": "nonsense"}], headers=AUTH)
     u = state.current.user_index(user)
     assert u >= 0
+    item = state.current.item_ids[0]
+    assert client.post("/events", json={"user_id": user, "item_id": item, "behavior": "view"}, headers=AUTH).json()["accepted"] == 1
+    client.get(f"/recommendations/{user}")  # a live event: the user's ALS vector is folded in and cached
+    before = state.current
+    assert before.pipeline.generators_["als"]._fold_cache
     r = client.delete(f"/users/{user}", headers=AUTH)
+    assert not before.pipeline.generators_["als"]._fold_cache  # nothing derived from their history is kept
     assert r.status_code == 200
     body = r.json()
     assert body["events_deleted"] > 0 and body["model_versions_updated"]

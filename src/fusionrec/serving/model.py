@@ -80,6 +80,14 @@ class ServingModel:
     def user_index(self, user_id: str) -> int:
         return int(self.pipeline.users_.index(user_id))
 
+    def forget_cached(self) -> None:
+        """Drop what the generators cached from users' histories (factor-model fold-ins), so nothing
+        derived from a forgotten user's events outlives the request that deleted them."""
+        for gen in self.pipeline.generators_.values():
+            clear = getattr(gen, "clear_fold_cache", None)
+            if clear is not None:
+                clear()
+
     def warm_up(self) -> None:
         """Answer a few queries before taking traffic, so lazily built state (fold-in solvers) is ready."""
         try:

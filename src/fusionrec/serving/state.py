@@ -249,9 +249,8 @@ class ServerState:
         self.histories.forget(user_id)
         self.tracker.forget(user_id)
         for model in [self.current, *self.variant_models.values()]:  # fold-ins cached from their history
-            for gen in model.pipeline.generators_.values() if model is not None else ():
-                if hasattr(gen, "clear_fold_cache"):
-                    gen.clear_fold_cache()
+            if model is not None:
+                model.forget_cached()
         versions = forget_in_versions(self.model_dir, user_id) if self.model_dir.is_dir() else []
         n = self.writer.call(lambda con: forget_in_store(con, user_id, subject,
                                                          {"model_versions_updated": len(versions)}))
