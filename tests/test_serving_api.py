@@ -355,7 +355,8 @@ def test_delete_user_removes_events_model_state_and_history(client, state):
     u = state.current.user_index(user)
     assert u >= 0
     item = state.current.item_ids[0]
-    assert client.post("/events", json={"user_id": user, "item_id": item, "behavior": "view"}, headers=AUTH).json()["accepted"] == 1
+    posted = client.post("/events", json={"user_id": user, "item_id": item, "behavior": "view"}, headers=AUTH)
+    assert posted.json()["accepted"] == 1
     client.get(f"/recommendations/{user}")  # a live event: the user's ALS vector is folded in and cached
     before = state.current
     assert before.pipeline.generators_["als"]._fold_cache
