@@ -320,7 +320,7 @@ class FusedPipeline(CandidateGenerator):
             gain = paired_test(ranker_rows, alone_rows[best]) if len(ranker_rows) > 1 else None
             if gain is not None:
                 report["ranker_gain_heldout"] = {"versus": table.generators[best], "ndcg@20": round(gain.diff, 4),
-                                                 "p": round(gain.p_ttest, 4), "users": gain.n_users}
+                                                 "p": float(f"{gain.p_ttest:.3g}"), "users": gain.n_users}
             won = gain is not None and gain.diff > 0 and gain.p_ttest < cfg.ranker_guard_p
             if cfg.ranker_guard and not won:
                 self.fuser_ = BestSingle()
