@@ -130,9 +130,9 @@ def render(spec: dict[str, Any], res: dict[str, Any]) -> list[str]:
         if report.get("ranker_guard"):
             lines.append(f"Ranker guard (decided on validation data only): {report['ranker_guard']}.")
         elif gain:
+            p = f"p = {gain['p']:.3g}" if gain["p"] > 0 else "p < 0.0001"
             lines.append(f"Ranker kept: NDCG@20 {gain['ndcg@20']:+.4f} over {gain['versus']} on {gain['users']:,} "
-                         f"held-out validation users (paired t-test " + (f"p = {gain['p']:.3g}" if gain["p"] > 0 else "p < 0.0001")
-                         + ").")
+                         f"held-out validation users (paired t-test {p}).")
     lines.append("")
     return lines
 

@@ -11,6 +11,8 @@ the window, then refits the generators on all of `data` and keeps the fuser.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import re
 import time
@@ -28,10 +30,10 @@ from fusionrec.candidates.base import CandidateGenerator, Query, ScoredItems, it
 from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions
 from fusionrec.data.vocabulary import Vocabulary
 from fusionrec.errors import ConfigError
+from fusionrec.evaluation.stats import paired_test
 from fusionrec.features.tables import ITEM_FEATURES, PAIR_FEATURES, USER_FEATURES, ItemFeatures, UserFeatures, pair_features
 from fusionrec.rerank.explain import Explanation
 from fusionrec.rerank.rules import ItemCatalog, RequestFilters, Reranker, RerankConfig
-from fusionrec.evaluation.stats import paired_test
 from fusionrec.ranking.fusers import (BestSingle, CandidateTable, LambdaRankFuser, LinearBlend, ReciprocalRankFusion,
                                       ndcg_on_table, ndcg_per_row, top_per_row)
 
@@ -544,9 +546,13 @@ class FusedPipeline(CandidateGenerator):
 
 
 def _takes_live(gen: CandidateGenerator) -> bool:
-    import inspect
+    return _score_takes_live(type(gen))
 
-    return "live" in inspect.signature(gen.score).parameters
+
+@functools.cache
+def _score_takes_live(kind: type) -> bool:
+    # asked on every live request: inspect.signature costs tens of microseconds, the answer is per class
+    return "live" in inspect.signature(kind.score).parameters
 
 
 class BlendPipeline(FusedPipeline):

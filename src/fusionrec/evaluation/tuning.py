@@ -142,8 +142,7 @@ def write_params(path: Path, result: TuneResult, note: str) -> None:
     if path.exists():
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text)
-        leading = [line for line in itertools.takewhile(lambda x: x.startswith("#"), text.splitlines())]
-        header = leading or header
+        header = list(itertools.takewhile(lambda x: x.startswith("#"), text.splitlines())) or header
     data.setdefault("models", {})[result.model] = {k: v for k, v in result.best_params.items() if v is not None}
     notes = data.setdefault("notes", {})
     notes[result.model] = note

@@ -137,7 +137,8 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
     async def post_events(body: Annotated[EventBatch, Body()]) -> dict[str, Any]:
         batch = body if isinstance(body, list) else [body]
         try:
-            events = [dict(vars(e)) for e in batch if isinstance(e, EventIn)]  # plain fields: model_dump's walk is not needed
+            # the fields are plain values: a copy of each model's dict, without model_dump's walk
+            events = [dict(vars(e)) for e in batch if isinstance(e, EventIn)]
             for e in events:
                 if e.get("user_id"):
                     e["user_id"] = state.stored_id(e["user_id"])
