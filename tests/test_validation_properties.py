@@ -182,3 +182,33 @@ def test_api_events_each_accepted_or_rejected_with_a_reason(events):
         for user, item, behavior, t in res.accepted:
             assert user and item and behavior in ValidationRules().behaviors.weights
             assert now - 40 * 365 * 86400 < t < now + timedelta(days=2).total_seconds()
+
+
+def test_api_time_range_follows_the_clock_of_a_long_running_writer(monkeypatch):
+    """The default range ends at now + 1 day: a writer that has run for two days still takes current events."""
+    import fusionrec.data.validation as validation
+    import fusionrec.serving.events as events
+
+    later = timedelta(days=2)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) + later
+
+    def event(when: datetime) -> dict:
+        return {"user_id": "u", "item_id": "i", "behavior": "view", "timestamp": _iso(when)}
+
+    with EventStore(":memory:") as store:
+        writer = EventWriter(store)
+        try:
+            soon = datetime.now(timezone.utc) + timedelta(days=1, hours=12)
+            first = writer.write([event(soon)])
+            assert [r["reason"][:22] for r in first.rejected] == ["timestamp out of range"]
+            # two days on: the event that was too far ahead is current now
+            wall = events.time.time
+            monkeypatch.setattr(validation, "datetime", Later)
+            monkeypatch.setattr(events.time, "time", lambda: wall() + later.total_seconds())
+            assert len(writer.write([event(soon)]).accepted) == 1
+        finally:
+            writer.close()

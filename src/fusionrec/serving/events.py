@@ -76,7 +76,8 @@ class EventWriter:
         self.rules = rules or ValidationRules()
         self._queue: queue.Queue[tuple[str, Any, Future] | None] = queue.Queue()
         self._last_seq = 0
-        self._validate_sql = validated_sql(RawEvents(sql="SELECT * FROM _api_events", source=Path("api")), self.rules)
+        self._validate_sql = ""
+        self._sql_hour = -1
         self._thread = threading.Thread(target=self._run, name="fusionrec-store-writer", daemon=True)
         self._closed = False
         self._thread.start()
@@ -156,6 +157,15 @@ class EventWriter:
         for g, res in zip(group, results):
             g[2].set_result(res)
 
+    def _validation_sql(self) -> str:
+        """The shared validation SQL, rebuilt every hour: its default time range ends at now + 1 day, so
+        SQL built once at start would reject current events after the server's first day."""
+        hour = int(time.time() // 3600)
+        if hour != self._sql_hour:
+            raw = RawEvents(sql="SELECT * FROM _api_events", source=Path("api"))
+            self._validate_sql, self._sql_hour = validated_sql(raw, self.rules), hour
+        return self._validate_sql
+
     def _next_seqs(self, n: int) -> list[int]:
         # microseconds since the epoch, strictly increasing: orders API events after each other
         start = max(int(time.time() * 1e6), self._last_seq + 1)
@@ -182,7 +192,7 @@ class EventWriter:
         con.register("_api_events", table)
         try:  # validation reads only the registered rows: outside the transaction, one statement
             # back in the input's order (seqs increase along it); a parallel scan need not keep it
-            staged = con.execute(self._validate_sql).fetch_arrow_table().sort_by(S.SEQ)
+            staged = con.execute(self._validation_sql()).fetch_arrow_table().sort_by(S.SEQ)
         finally:
             con.unregister("_api_events")
         reasons = staged.column("reason")
