@@ -108,6 +108,12 @@ def render(spec: dict[str, Any], res: dict[str, Any]) -> list[str]:
         lines.append("Parameters as run: " + "; ".join(
             f"{m} {json.dumps({k: x for k, x in p.items() if x is not None}, default=str)}" for m, p in shown.items()) + ".")
         lines.append("")
+    reach = res.get("targets_reachable")
+    if reach:
+        c = reach["ceilings"]
+        lines.append(f"Reach: {reach['cold_share']:.1%} of the {reach['targets']:,} test targets are items no one "
+                     f"touched in the training data, which a model that learns from interactions cannot propose; "
+                     f"the ceiling they leave is recall@20 {c.get('recall@20', 0):.4f}, hr@10 {c.get('hr@10', 0):.4f}.")
     if best_gen:
         pop = models.get("pop", {}).get("metrics", {}).get(metric)
         top = models[best_gen]["metrics"][metric]

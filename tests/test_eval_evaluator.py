@@ -169,6 +169,29 @@ def test_no_model_is_fitted_on_a_test_row(protocol: str) -> None:
     assert result.n_users_evaluated == sum(s.n_users for s in splits)
 
 
+def test_reach_counts_targets_on_items_new_in_the_test_window() -> None:
+    ds = make_shop(seed=4)
+    last = ds.events["timestamp"].max()
+    fresh = pl.DataFrame({"user_id": [f"u{u}" for u in range(0, 40, 2)], "item_id": [f"new{u % 3}" for u in range(20)],
+                          "behavior": ["buy"] * 20, "timestamp": [last - timedelta(hours=u) for u in range(20)],
+                          "seq": np.arange(20, dtype=np.int64) + ds.events.height, "split": [None] * 20},
+                         schema=ds.events.schema)
+    ds.events = pl.concat([ds.events, fresh])
+    result = evaluate(ds, "temporal", ["pop", "cooc"], ks=[5, 10], test_days=7, factory=factory, n_bootstrap=50)
+    reach = result.to_dict()["targets_reachable"]
+    split = next(make_splits(ds, "temporal", test_days=7))
+    trained = set(ds.events["item_id"].gather(split.train_rows).to_list())
+    target_ids = [split.target_items.ids()[c] for c in split.targets.indices]
+    cold = sum(i not in trained for i in target_ids)
+    assert cold >= 20 and reach["targets"] == len(target_ids)
+    assert reach["cold_share"] == pytest.approx(cold / len(target_ids), abs=1e-4)
+    for name in ("pop", "cooc"):  # no model that learns from interactions goes past the ceiling
+        m = result.models[name].metrics
+        for metric in ("recall@5", "recall@10", "hr@10"):
+            assert m[metric] <= reach["ceilings"][metric] + 1e-9, (name, metric)
+    assert reach["ceilings"]["recall@10"] < 1.0
+
+
 def test_kfold_reports_mean_and_std_over_folds() -> None:
     ds = make_shop(n_users=60, seed=5)
     result = evaluate(ds, "kfold", ["pop", "cooc"], ks=[5], folds=3, seed=2, factory=factory, n_bootstrap=100)

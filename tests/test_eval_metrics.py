@@ -45,6 +45,18 @@ def test_ranking_metrics_match_hand_computed_values() -> None:
         np.testing.assert_allclose(got[name], want, atol=1e-12, err_msg=name)
 
 
+def test_reachable_ceilings_count_only_items_a_model_could_propose() -> None:
+    # columns 0-4; items 1 and 4 (past `warm`) have no training interaction; user 1 and 4 have no targets
+    targets = sp.csr_matrix(np.array([[1, 1, 0, 0, 1], [0, 0, 0, 0, 0], [0, 0, 1, 0, 0],
+                                      [1, 0, 0, 1, 0], [0, 0, 0, 0, 0]]))
+    warm = np.array([True, False, True, True])
+    np.testing.assert_array_equal(M.warm_target_counts(targets, warm), [1, 0, 1, 2, 0])
+    got = M.reachable_ceilings(targets, warm, [1, 20])
+    np.testing.assert_allclose(got["recall@1"], [1 / 3, 0, 1, 1 / 2, 0])
+    np.testing.assert_allclose(got["recall@20"], [1 / 3, 0, 1, 1, 0])
+    np.testing.assert_array_equal(got["hr@1"], [1, 0, 1, 1, 0])
+
+
 def test_single_metric_functions_agree_with_the_batch() -> None:
     np.testing.assert_allclose(M.recall_at_k(RECS, TARGETS, 4), EXPECTED["recall@4"])
     np.testing.assert_allclose(M.precision_at_k(RECS, TARGETS, 2), EXPECTED["precision@2"])

@@ -120,6 +120,9 @@ class EvalResult:
     n_bootstrap: int = 1000
     item_popularity: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
     n_train_users: int = 0
+    #: how many test targets are items no one touched in training, and the best recall / hit rate a
+    #: model that only proposes items seen in training can reach (content can go past it)
+    reach: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The `--output` JSON object (CONTRACT.md), with extra keys only added, never renamed."""
@@ -135,6 +138,8 @@ class EvalResult:
         out.update({"seed": self.seed, "n_bootstrap": self.n_bootstrap, "checksum": self.checksum,
                     "split": self.split_description,
                     "primary_metric": self.primary_metric, "best_model": self.best_model})
+        if self.reach:
+            out["targets_reachable"] = self.reach
         out["models"] = {name: r.to_dict(self.ks) for name, r in self.models.items()}
         out["comparisons"] = self.comparisons
         return _jsonable(out)
@@ -266,10 +271,23 @@ def evaluate_splits(splits: Iterable[Split], models: Sequence[str], ks: Sequence
         comparisons=comparisons, primary_metric=primary, best_model=best, seed=seed, n_bootstrap=n_bootstrap,
         split_description=[s.description for s in split_list],
         item_popularity=first.train.item_popularity(), n_train_users=first.train.n_users,
+        reach=_reach(split_list, ks),
     )
 
 
 # -- internals ----------------------------------------------------------------------------------
+
+def _reach(splits: list[Split], ks: list[int]) -> dict[str, Any]:
+    """Targets on items without a training interaction, and the ceilings they leave (all splits' users)."""
+    cold, total, per_user = 0, 0, []
+    for split in splits:
+        warm = split.train.item_popularity() > 0
+        total += split.targets.nnz
+        cold += split.targets.nnz - int(M.warm_target_counts(split.targets, warm).sum())
+        per_user.append(M.reachable_ceilings(split.targets, warm, ks))
+    ceilings = {m: round(float(np.concatenate([p[m] for p in per_user]).mean()), 4) for m in per_user[0]}
+    return {"targets": total, "cold_share": round(cold / max(total, 1), 4), "ceilings": ceilings}
+
 
 @dataclass
 class _SplitContext:

@@ -22,7 +22,8 @@ __all__ = [
     "RANKING_METRICS", "hit_matrix", "ranking_metrics",
     "recall_at_k", "precision_at_k", "ndcg_at_k", "map_at_k", "mrr_at_k", "hr_at_k",
     "recommendation_matrix", "recommendation_counts", "catalogue_coverage",
-    "intra_list_diversity", "intra_list_diversities", "novelty", "gini",
+    "intra_list_diversity", "intra_list_diversities", "novelty", "gini", "reachable_ceilings",
+    "warm_target_counts",
 ]
 
 RANKING_METRICS = ("recall", "precision", "ndcg", "map", "mrr", "hr")
@@ -167,6 +168,28 @@ def gini(counts: np.ndarray) -> np.ndarray | float:
     total = x.sum(axis=-1)
     g = np.divide(x @ weights, n * total, out=np.zeros_like(total, dtype=np.float64), where=total > 0)
     return float(g) if np.ndim(g) == 0 else g
+
+
+def warm_target_counts(targets: sp.csr_matrix, warm: np.ndarray) -> np.ndarray:
+    """Per user, how many targets are `warm` items (bool per column; columns past its length are cold)."""
+    t = sp.csr_matrix(targets)
+    warm = np.asarray(warm, bool)
+    ok = np.zeros(len(t.indices), bool)
+    inside = t.indices < len(warm)
+    ok[inside] = warm[t.indices[inside]]
+    return np.bincount(np.repeat(np.arange(t.shape[0]), np.diff(t.indptr)), weights=ok, minlength=t.shape[0])
+
+
+def reachable_ceilings(targets: sp.csr_matrix, warm: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per user, the best recall@k and hr@k of any model that can only propose `warm` items (e.g. items
+    with a training interaction), keyed "recall@20", "hr@10", ... as `ranking_metrics`."""
+    n_warm = warm_target_counts(targets, warm)
+    n_rel = np.diff(sp.csr_matrix(targets).indptr)
+    out: dict[str, np.ndarray] = {}
+    for k in sorted({int(k) for k in ks}):
+        out[f"recall@{k}"] = _safe_div(np.minimum(n_warm, k), n_rel)
+        out[f"hr@{k}"] = (n_warm > 0).astype(np.float64)
+    return out
 
 
 def novelty(recs: np.ndarray, k: int, item_popularity: np.ndarray, n_users: int) -> np.ndarray:

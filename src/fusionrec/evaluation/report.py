@@ -99,6 +99,12 @@ def print_report(result: EvalResult, console: Console | None = None) -> None:
     console.print(table)
     for line in comparison_sentences(result):
         console.print(line)
+    reach = result.reach
+    if reach and reach["cold_share"] > 0:
+        k = max(result.ks)
+        console.print(f"{reach['cold_share']:.1%} of the {reach['targets']:,} test targets are items with no "
+                      f"training interaction; models that learn from interactions alone reach at most "
+                      f"recall@{k} {reach['ceilings'][f'recall@{k}']:.4f}")
 
 
 # -- plots --------------------------------------------------------------------------------------
