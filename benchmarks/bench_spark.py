@@ -7,7 +7,8 @@ of the child and all its descendants (the Spark JVM included), sampled every 0.2
 go to benchmarks/out/spark_<events>.json, so a size can be re-measured alone:
 FUSIONREC_BENCH_SPARK_SIZES=10000000 python benchmarks/run.py --only spark
 (FUSIONREC_BENCH_SPARK_SIZES=none rebuilds the section from the stored results; FUSIONREC_BENCH_SPARK_ALS=0
-skips the ALS comparison).
+skips the ALS comparison; FUSIONREC_BENCH_SPARK_ENGINES=embedded measures one engine, keeping the other's
+stored result for that size).
 """
 
 from __future__ import annotations
@@ -78,27 +79,45 @@ def measure_size(n: int, tmp: Path) -> dict:
     write_shop(shop, shop_dir, parquet=True)
     users, items = shop.users.height, shop.items.height
     del shop
-    ingest = measured([str(BIN), "ingest", "--store", str(tmp / f"s{n}.duckdb"), "--format", "fusionrec", str(shop_dir),
-                       "--json"])
-    emb = measured([str(BIN), "train", "--store", str(tmp / f"s{n}.duckdb"), "--out", str(tmp / f"emb{n}"), "--json"])
-    spk = measured([str(BIN), "train", "--engine", "spark", "--events", str(shop_dir / "events.parquet"),
-                    "--items", str(shop_dir / "items.parquet"), "--out", str(tmp / f"spark{n}"),
-                    "--spark-master", "local[2]", "--json"])
-    emb_sum = json.loads(emb["stdout"])
-    spk_sum = json.loads(spk["stdout"])
-    res = {"events": n, "users": users, "items": items,
-           "embedded": {"ingest_seconds": ingest["seconds"], "train_seconds": emb["seconds"],
-                        "seconds": round(ingest["seconds"] + emb["seconds"], 1),
-                        "peak_mb": max(ingest["peak_mb"], emb["peak_mb"]),
-                        "holdout_ndcg@20": emb_sum["metrics"].get("valid_ndcg@20_heldout_users")},
-           "spark": {"seconds": spk["seconds"], "peak_mb": spk["peak_mb"],
-                     "holdout_ndcg@20": spk_sum["metrics"].get("valid_ndcg@20_heldout_users"),
-                     "stages": json.loads((Path(spk_sum["path"]) / "manifest.json").read_text())["data"].get("ingest")},
-           "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "load_average": round(os.getloadavg()[0], 1)}
+    engines = os.environ.get("FUSIONREC_BENCH_SPARK_ENGINES", "embedded,spark").split(",")
+    stored = OUT / f"spark_{n}.json"
+    res = json.loads(stored.read_text()) if stored.exists() else {}
+    res.update({"events": n, "users": users, "items": items})
+    if "embedded" in engines:
+        res["embedded"] = _embedded(n, tmp, shop_dir)
+    if "spark" in engines:
+        res["spark"] = _spark(n, tmp, shop_dir)
+    res.update({"measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "load_average": round(os.getloadavg()[0], 1)})
     OUT.mkdir(exist_ok=True)
-    (OUT / f"spark_{n}.json").write_text(json.dumps(res, indent=1))
+    stored.write_text(json.dumps(res, indent=1))
     return res
+
+
+def _embedded(n: int, tmp: Path, shop_dir: Path) -> dict:
+    try:
+        ingest = measured([str(BIN), "ingest", "--store", str(tmp / f"s{n}.duckdb"), "--format", "fusionrec",
+                           str(shop_dir), "--json"])
+        emb = measured([str(BIN), "train", "--store", str(tmp / f"s{n}.duckdb"), "--out", str(tmp / f"emb{n}"), "--json"])
+    except RuntimeError as exc:  # out of memory at 50M is a result too
+        return {"failed": str(exc)[-300:]}
+    emb_sum = json.loads(emb["stdout"])
+    return {"ingest_seconds": ingest["seconds"], "train_seconds": emb["seconds"],
+            "seconds": round(ingest["seconds"] + emb["seconds"], 1), "peak_mb": max(ingest["peak_mb"], emb["peak_mb"]),
+            "holdout_ndcg@20": emb_sum["metrics"].get("valid_ndcg@20_heldout_users")}
+
+
+def _spark(n: int, tmp: Path, shop_dir: Path) -> dict:
+    try:
+        spk = measured([str(BIN), "train", "--engine", "spark", "--events", str(shop_dir / "events.parquet"),
+                        "--items", str(shop_dir / "items.parquet"), "--out", str(tmp / f"spark{n}"),
+                        "--spark-master", "local[2]", "--json"])
+    except RuntimeError as exc:
+        return {"failed": str(exc)[-300:]}
+    spk_sum = json.loads(spk["stdout"])
+    return {"seconds": spk["seconds"], "peak_mb": spk["peak_mb"],
+            "holdout_ndcg@20": spk_sum["metrics"].get("valid_ndcg@20_heldout_users"),
+            "stages": json.loads((Path(spk_sum["path"]) / "manifest.json").read_text())["data"].get("ingest")}
 
 
 ALS_CHILD = r"""
@@ -177,10 +196,12 @@ def table(results: list[dict]) -> list[str]:
     lines = ["| events | users | items | embedded s (ingest + train) | embedded peak MB | Spark local[2] s | "
              "Spark peak MB | Spark / embedded time |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(results, key=lambda r: r["events"]):
-        e, s = r["embedded"], r["spark"]
-        lines.append(f"| {r['events']:,} | {r['users']:,} | {r['items']:,} | {e['seconds']:,} ({e['ingest_seconds']} + "
-                     f"{e['train_seconds']}) | {e['peak_mb']:,} | {s['seconds']:,} | {s['peak_mb']:,} | "
-                     f"{s['seconds'] / e['seconds']:.1f}x |")
+        e, s = r.get("embedded") or {}, r.get("spark") or {}
+        emb = (f"{e['seconds']:,} ({e['ingest_seconds']} + {e['train_seconds']}) | {e['peak_mb']:,}" if "seconds" in e
+               else ("failed | -" if e else "not run | -"))
+        spk = f"{s['seconds']:,} | {s['peak_mb']:,}" if "seconds" in s else ("failed | -" if s else "not run | -")
+        ratio = f"{s['seconds'] / e['seconds']:.1f}x" if "seconds" in e and "seconds" in s else "-"
+        lines.append(f"| {r['events']:,} | {r['users']:,} | {r['items']:,} | {emb} | {spk} | {ratio} |")
     return lines
 
 
@@ -195,7 +216,7 @@ def run(quick: bool = False) -> str:
     results = [json.loads(p.read_text()) for p in sorted(OUT.glob("spark_[0-9]*.json"))]
     if quick:
         results = [r for r in results if r["events"] in sizes]
-    done = {r["events"] for r in results}
+    done = {r["events"] for r in results if "seconds" in (r.get("embedded") or {}) and "seconds" in (r.get("spark") or {})}
     lines = ["## Spark engine against the embedded engine", "",
              "`fusionrec train` on the synthetic shop (Parquet; users = events / 40, items = events / 200), the built-in "
              "pipeline on both engines. Embedded: `ingest` into DuckDB, then `train --store`. Spark: "
@@ -204,7 +225,11 @@ def run(quick: bool = False) -> str:
     lines += table(results)
     pending = [n for n in SIZES if n not in done]
     if pending and not quick:
-        lines += ["", f"Pending (not measured yet on this machine): {', '.join(f'{n:,}' for n in pending)} events."]
+        lines += ["", f"Pending (not measured on both engines yet on this machine): {', '.join(f'{n:,}' for n in pending)} events."]
+    for r in results:
+        for engine in ("embedded", "spark"):
+            if "failed" in (r.get(engine) or {}):
+                lines += ["", f"{engine} at {r['events']:,} events failed: `{r[engine]['failed'][-200:]}`"]
     for p in sorted(OUT.glob("spark_als_*.json")):
         a = json.loads(p.read_text())
         if quick and a["events"] not in sizes:

@@ -274,6 +274,12 @@ class FusedPipeline(CandidateGenerator):
         validation cut and `lab` their graded labels after it, one row per user. The embedded fit and the
         Spark engine both end here."""
         cfg = self.cfg
+        if cfg.fuser == "lambdarank":
+            # early stopping on held-out users: a fifth of the groups, never a user in both sets. They go
+            # last, so the training rows are X[:n], a view: the boolean-mask copy was gigabytes at 20k users
+            val_users = rng.random(len(users)) < 0.2
+            order = np.argsort(val_users, kind="stable")
+            users, h, lab, val_users = users[order], h[order], lab[order], val_users[order]
         table = self._candidate_table(gens, users, h, exclude=h if cfg.exclude_seen else None)
         y = np.asarray(lab[table.rows, table.items], np.float32).ravel()
         n_relevant = np.diff(lab.indptr)
@@ -295,12 +301,11 @@ class FusedPipeline(CandidateGenerator):
         else:
             X = self._features(table, users, h, item_f, user_f)
             names = self.feature_names(table.generators)
-            # early stopping on held-out users: a fifth of the groups, never a user in both sets
-            val_users = rng.random(len(users)) < 0.2
-            tr, va = ~val_users[table.rows], val_users[table.rows]
+            va = val_users[table.rows]
+            cut = int(np.searchsorted(table.rows, int((~val_users).sum())))  # rows sorted by user
             t1 = time.perf_counter()
             self.fuser_ = LambdaRankFuser(cfg.ranker, seed=cfg.seed).fit(
-                X[tr], y[tr], table.rows[tr], X[va], y[va], table.rows[va], names)
+                X[:cut], y[:cut], table.rows[:cut], X[cut:], y[cut:], table.rows[cut:], names)
             report["ranker_seconds"] = round(time.perf_counter() - t1, 2)
             report["ranker_trees"] = int(self.fuser_.booster_.current_iteration())
             fused = self.fuser_.predict(X)
@@ -369,21 +374,24 @@ class FusedPipeline(CandidateGenerator):
     @staticmethod
     def _features(table: CandidateTable, users: np.ndarray, histories: sp.csr_matrix, item_f: ItemFeatures,
                   user_f: UserFeatures) -> np.ndarray:
+        """[pairs, features] in `feature_names` order, each block written into one float32 matrix (a
+        training set of millions of pairs is gigabytes: no block is stacked into a second copy)."""
         g = len(table.generators)
-        norm = table.normalised_scores().astype(np.float32)
+        n_item, n_user = len(ITEM_FEATURES), len(USER_FEATURES)
+        X = np.empty((len(table.rows), 4 * g + 1 + n_item + n_user + len(PAIR_FEATURES)), np.float32)
         proposed = table.proposed
-        per_gen = np.empty((len(table.rows), 4 * g), np.float32)
-        per_gen[:, 0::4] = table.scores
-        per_gen[:, 1::4] = np.where(proposed, norm, np.nan)
-        per_gen[:, 2::4] = table.ranks
-        per_gen[:, 3::4] = proposed
-        return np.hstack([
-            per_gen,
-            proposed.sum(axis=1, keepdims=True).astype(np.float32),
-            item_f.values[table.items],
-            user_f.rows(np.asarray(users)[table.rows]),
-            pair_features(users, histories, table.rows, table.items, item_f, user_f),
-        ])
+        X[:, 0:4 * g:4] = table.scores
+        X[:, 1:4 * g:4] = table.normalised_scores(np.float32)
+        X[:, 1:4 * g:4][~proposed] = np.nan
+        X[:, 2:4 * g:4] = table.ranks
+        X[:, 3:4 * g:4] = proposed
+        X[:, 4 * g] = proposed.sum(axis=1)
+        c = 4 * g + 1
+        X[:, c:c + n_item] = item_f.values[table.items]
+        c += n_item
+        X[:, c:c + n_user] = user_f.rows(np.asarray(users)[table.rows])
+        pair_features(users, histories, table.rows, table.items, item_f, user_f, out=X[:, c + n_user:])
+        return X
 
     # -- scoring ------------------------------------------------------------------------------
     def fused_table(self, users: np.ndarray, histories: sp.csr_matrix, exclude: sp.csr_matrix | None,

@@ -271,13 +271,17 @@ def _affinity(h: sp.csr_matrix, codes: np.ndarray, rows: np.ndarray, items: np.n
 
 
 def pair_features(users: np.ndarray, histories: sp.csr_matrix, rows: np.ndarray, items: np.ndarray,
-                  item_f: ItemFeatures, user_f: UserFeatures) -> np.ndarray:
-    """[n_pairs, len(PAIR_FEATURES)] for candidate pairs (batch row, item index).
+                  item_f: ItemFeatures, user_f: UserFeatures, out: np.ndarray | None = None) -> np.ndarray:
+    """[n_pairs, len(PAIR_FEATURES)] for candidate pairs (batch row, item index), written into `out`
+    (float32, e.g. a slice of the ranker's feature matrix) when given.
 
     `users[r]` is the user index of batch row r (-1 unknown), `histories[r]` its weighted history row.
     """
     n_pairs = len(rows)
-    out = np.zeros((n_pairs, len(PAIR_FEATURES)), np.float32)
+    if out is None:
+        out = np.zeros((n_pairs, len(PAIR_FEATURES)), np.float32)
+    else:
+        out[:] = 0.0
     h = sp.csr_matrix(histories)
     out[:, 0] = _gather(h, rows, items)
     u = np.asarray(users, np.int64)[rows]
@@ -298,7 +302,9 @@ def pair_features(users: np.ndarray, histories: sp.csr_matrix, rows: np.ndarray,
         if len(codes) < n_items:  # items without a catalogue row have no code
             codes = np.concatenate([codes, np.full(n_items - len(codes), -1, np.int64)])
         out[:, col] = _affinity(h, codes, rows, items) / total[rows]
-    band = user_f.rows(u)[:, USER_FEATURES.index("user_price_median")]
+    median = USER_FEATURES.index("user_price_median")
+    band = np.full(n_pairs, -1.0, np.float32)  # unknown users have no band (as UserFeatures.rows)
+    band[known] = user_f.values[u[known], median]
     price = item_f.price[items]
     out[:, 8] = np.where((band > 0) & ~np.isnan(price), price / np.maximum(band, 1e-6), -1.0)
     out[:, 9] = np.log1p(np.diff(h.indptr))[rows]

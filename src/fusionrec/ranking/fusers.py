@@ -34,12 +34,13 @@ class CandidateTable:
     def proposed(self) -> np.ndarray:
         return ~np.isnan(self.scores)
 
-    def normalised_scores(self) -> np.ndarray:
-        """Per row and generator, scores min-max scaled to [0, 1]; 0 where not proposed."""
-        s = self.scores.astype(np.float64)
-        out = np.zeros_like(s)
-        for g in range(s.shape[1]):
-            col = s[:, g]
+    def normalised_scores(self, dtype: type = np.float64) -> np.ndarray:
+        """Per row and generator, scores min-max scaled to [0, 1]; 0 where not proposed (computed in
+        float64 a column at a time, returned as `dtype`: the ranker's float32 copy of a training set
+        of millions of pairs costs half the memory)."""
+        out = np.zeros(self.scores.shape, dtype)
+        for g in range(self.scores.shape[1]):
+            col = self.scores[:, g].astype(np.float64)
             ok = ~np.isnan(col)
             if not ok.any():
                 continue
