@@ -108,14 +108,19 @@ def _embedded(n: int, tmp: Path, shop_dir: Path) -> dict:
 
 
 def _spark(n: int, tmp: Path, shop_dir: Path) -> dict:
+    # local mode runs the executors inside the driver JVM, and the driver collects the artefact's per-user
+    # and per-pair arrays: past 10M events 2g (and the 1g result cap) is too little on one box
+    conf = {"spark.driver.memory": "2g"} if n <= 10_000_000 else {"spark.driver.memory": "8g",
+                                                                  "spark.driver.maxResultSize": "4g"}
     try:
         spk = measured([str(BIN), "train", "--engine", "spark", "--events", str(shop_dir / "events.parquet"),
                         "--items", str(shop_dir / "items.parquet"), "--out", str(tmp / f"spark{n}"),
-                        "--spark-master", "local[2]", "--json"])
+                        "--spark-master", "local[2]", "--json"]
+                       + [arg for k, v in conf.items() for arg in ("--spark-conf", f"{k}={v}")])
     except RuntimeError as exc:
-        return {"failed": str(exc)[-300:]}
+        return {"failed": str(exc)[-300:], "conf": conf}
     spk_sum = json.loads(spk["stdout"])
-    return {"seconds": spk["seconds"], "peak_mb": spk["peak_mb"],
+    return {"seconds": spk["seconds"], "peak_mb": spk["peak_mb"], "conf": conf,
             "holdout_ndcg@20": spk_sum["metrics"].get("valid_ndcg@20_heldout_users"),
             "stages": json.loads((Path(spk_sum["path"]) / "manifest.json").read_text())["data"].get("ingest")}
 

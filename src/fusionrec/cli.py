@@ -328,6 +328,8 @@ def train(
     items: Optional[str] = typer.Option(None, "--items", help="spark: catalogue file (native items CSV or Parquet)."),
     spark_master: str = typer.Option("local[*]", "--spark-master", help="spark: master URL (local[*], spark://..., "
                                      "yarn, k8s://...)."),
+    spark_conf: Optional[list[str]] = typer.Option(None, "--spark-conf", help="spark: a Spark setting KEY=VALUE, "
+                                                   "repeatable (e.g. spark.driver.memory=8g for a local run)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Fit the fused pipeline (bots excluded) and write a new model version, on the store or on Spark."""
@@ -348,6 +350,14 @@ def train(
             raise ConfigError("--engine spark needs --events PATH_OR_GLOB (the event log to read)")
         if store is not None:
             raise ConfigError("--store goes with --engine embedded; --engine spark reads --events")
+    if spark_conf and engine != "spark":
+        raise ConfigError("--spark-conf goes with --engine spark")
+    conf = {}
+    for pair in spark_conf or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().startswith("spark.") or not value.strip():
+            raise ConfigError(f"--spark-conf: expected KEY=VALUE with a spark.* key, got {pair!r}")
+        conf[key.strip()] = value.strip()
     cfg = load_pipeline_config(pipeline) if pipeline else None
     t0 = time.perf_counter()
     if engine == "spark":
@@ -357,7 +367,7 @@ def train(
         with _progress() as bar:
             task = bar.add_task("training on Spark", total=None)
             folder = train_spark(events, fmt, out_dir, cfg, items=items,  # type: ignore[arg-type]
-                                 settings=SparkSettings(master=spark_master),
+                                 settings=SparkSettings(master=spark_master, conf=conf),
                                  progress=lambda msg: bar.update(task, description=msg))
     else:
         from fusionrec.serving.training import train_version
