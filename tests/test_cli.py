@@ -56,6 +56,10 @@ def test_evaluate_writes_contract_json_and_recs(shop, tmp_path):
     (["evaluate", "--data", "{shop}", "--format", "fusionrec", "--protocol", "temporal", "--test-days", "7",
       "--models", "magic"], "magic"),
     (["ingest", "--store", "{tmp}/s.duckdb", "--format", "fusionrec", "--since", "yesterday", "{shop}"], "--since"),
+    (["train", "--engine", "spark", "--events", "{shop}", "--out", "{tmp}/m", "--spark-conf", "memory=8g"],
+     "spark.* key"),
+    (["train", "--store", "{tmp}/s.duckdb", "--out", "{tmp}/m", "--spark-conf", "spark.driver.memory=8g"],
+     "--spark-conf goes with --engine spark"),
 ])
 def test_user_errors_are_one_line_exit_2(shop, tmp_path, args, needle):
     args = [a.replace("{tmp}", str(tmp_path)).replace("{shop}", str(shop / "shop")) for a in args]

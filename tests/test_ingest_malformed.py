@@ -85,6 +85,18 @@ def test_exact_duplicates_counted_and_reingest_adds_nothing(tmp_path):
     assert store.count("ingests") == 2
 
 
+def test_events_read_back_in_time_order_with_the_columns_asked_for(tmp_path):
+    p = write(tmp_path, HEADER + "u2,i2,buy,2026-01-05T10:00:02Z\nu1,i1,view,2026-01-05T10:00:00Z\n")
+    store, _ = ingest(p)
+    full = store.events()
+    assert full.columns[:5] == ["user_id", "item_id", "behavior", "timestamp", "seq"] and "context" in full.columns
+    lean = store.events(columns=("user_id", "item_id", "timestamp"))
+    assert lean.columns == ["user_id", "item_id", "timestamp"] and lean["user_id"].to_list() == ["u1", "u2"]
+    assert str(lean.schema["timestamp"].time_zone) == "UTC"
+    with pytest.raises(ValueError, match="secret"):
+        store.events(columns=("user_id", "secret"))
+
+
 def test_unterminated_quote_does_not_swallow_the_rest(tmp_path):
     p = write(tmp_path, HEADER + '"u1,i1,view,2026-01-05T10:00:00Z\nu2,i2,view,2026-01-05T10:00:00Z\n'
               "u3,i3,view,2026-01-05T10:00:00Z\n")

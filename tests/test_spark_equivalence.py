@@ -267,8 +267,10 @@ def test_cli_train_spark_then_serve(spark, tmp_path):
     assert bad.exit_code == 2 and "formats" in bad.output
     res = runner.invoke(app, ["train", "--engine", "spark", "--events", str(tmp_path / "shop" / "events.csv"),
                               "--items", str(tmp_path / "shop" / "items.csv"), "--pipeline", str(toml),
-                              "--out", str(tmp_path / "m"), "--spark-master", "local[2]", "--json"])
+                              "--out", str(tmp_path / "m"), "--spark-master", "local[2]", "--json",
+                              "--spark-conf", "spark.sql.shuffle.partitions=5"])
     assert res.exit_code == 0, res.output
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "5"  # --spark-conf reached the session
     with EventStore(tmp_path / "store.duckdb") as st:
         st.ingest([tmp_path / "shop"], "fusionrec")
     client = TestClient(create_app(tmp_path / "m", tmp_path / "store.duckdb", ServingSettings()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 import polars as pl
@@ -47,6 +47,9 @@ class Interactions:
     catalogue: pl.DataFrame | None = None
     weighting: InteractionWeighting = field(default_factory=InteractionWeighting)
     _matrix: sp.csr_matrix | None = field(default=None, repr=False)
+
+    #: the columns `from_frame` reads (a store need not load any other)
+    FRAME_COLUMNS: ClassVar[tuple[str, ...]] = (S.USER_ID, S.ITEM_ID, S.BEHAVIOR, S.TIMESTAMP, S.SEQ)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

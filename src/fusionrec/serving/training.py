@@ -39,7 +39,7 @@ def training_data(store: EventStore, exclude_bots: bool = True) -> tuple[Any, di
     """Interactions (events + catalogue) from the store, without the users it flags as bots."""
     from fusionrec.data.interactions import Interactions
 
-    events = store.events()
+    events = store.events(columns=Interactions.FRAME_COLUMNS)
     info: dict[str, Any] = {}
     if exclude_bots:
         bots = store.bot_users()

@@ -62,7 +62,8 @@ def spark_session(settings: SparkSettings | None = None) -> Any:
         raise FusionrecError(f"cannot start Spark at {s.master} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                              "Java 17+ must be on PATH or JAVA_HOME") from None
     spark.sparkContext.setLogLevel("ERROR")
-    parts = s.shuffle_partitions or max(8, 2 * spark.sparkContext.defaultParallelism)
-    spark.conf.set("spark.sql.shuffle.partitions", str(parts))
+    if "spark.sql.shuffle.partitions" not in s.conf:  # a partition count the caller gave wins
+        parts = s.shuffle_partitions or max(8, 2 * spark.sparkContext.defaultParallelism)
+        spark.conf.set("spark.sql.shuffle.partitions", str(parts))
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     return spark

@@ -22,7 +22,11 @@ from fusionrec.data.adapters import SourcePlan, plan_source, sql_str
 from fusionrec.data.validation import CONTENT_COLUMNS, IngestCounts, ValidationRules, validated_sql
 from fusionrec.errors import FusionrecError
 
-__all__ = ["EventStore", "IngestReport", "file_checksum"]
+__all__ = ["EventStore", "IngestReport", "file_checksum", "EVENT_COLUMNS"]
+
+#: the columns `events()` returns by default (every event field but the bookkeeping ones)
+EVENT_COLUMNS = (S.USER_ID, S.ITEM_ID, S.BEHAVIOR, S.TIMESTAMP, S.SEQ, S.SESSION_ID, S.QUANTITY, S.PRICE, S.CONTEXT,
+                 S.SPLIT)
 
 _DDL = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -287,13 +291,16 @@ class EventStore:
             self.con.execute("DETACH fusionrec_snapshot")
 
     # -- reading ------------------------------------------------------------------------------
-    def events(self, where: str = "") -> pl.DataFrame:
-        """Accepted events in (timestamp, seq) order as a Polars frame."""
-        cols = ", ".join((S.USER_ID, S.ITEM_ID, S.BEHAVIOR, S.TIMESTAMP, S.SEQ, S.SESSION_ID, S.QUANTITY, S.PRICE,
-                          S.CONTEXT, S.SPLIT))
+    def events(self, where: str = "", columns: Sequence[str] = EVENT_COLUMNS) -> pl.DataFrame:
+        """Accepted events in (timestamp, seq) order as a Polars frame, with `columns` (a training run
+        reads only the five it uses: the others cost gigabytes at tens of millions of events)."""
+        unknown = sorted(set(columns) - set(EVENT_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown event columns {unknown}")
+        cols = ", ".join(columns)
         sql = f"SELECT {cols} FROM events {('WHERE ' + where) if where else ''} ORDER BY {S.TIMESTAMP} NULLS LAST, {S.SEQ}"
         df = self.con.execute(sql).pl()
-        return df.with_columns(pl.col(S.TIMESTAMP).dt.replace_time_zone("UTC"))
+        return df.with_columns(pl.col(S.TIMESTAMP).dt.replace_time_zone("UTC")) if S.TIMESTAMP in columns else df
 
     def items(self) -> pl.DataFrame:
         return self.con.execute("SELECT * FROM items ORDER BY item_id").pl()
