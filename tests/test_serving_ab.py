@@ -64,6 +64,23 @@ def test_attribution_counts_each_impression_once_within_the_window():
     assert (row["impressions"], row["clicks"], row["conversions"]) == (2, 1, 1)
 
 
+def test_impressions_past_the_attribution_window_are_let_go():
+    """A long-running server keeps impressions only while an event could still be attributed to them."""
+    exp = Experiment("t", (Variant("a", "current", 1.0),), attribution_hours=1.0)
+    tr = ExperimentTracker([exp])
+    for i in range(1000):
+        tr.impression("t", "a", f"old-{i}", ["i1"], at=1000.0 + i)
+    tr.impression("t", "a", "steady", ["i2"], at=2000.0)
+    tr.impression("t", "a", "old-5", ["i3"], at=3000.0)  # back again: kept, with its new impression
+    tr.impression("t", "a", "new", ["i1"], at=1000.0 + 3 * 3600.0)  # two hours past everyone else's
+    assert set(tr._recent) == {"new"}
+    tr.impression("t", "a", "later", ["i4"], at=1000.0 + 3.5 * 3600.0)
+    assert list(tr._recent) == ["new", "later"]  # both within the hour
+    tr.event("new", "i1", "buy", at=1000.0 + 3.6 * 3600.0)
+    row = tr.report("t")["variants"][0]
+    assert (row["impressions"], row["conversions"], row["users"]) == (1004, 1, 1003)
+
+
 def test_experiment_over_the_api(tmp_path):
     store, model = fresh_copy(tmp_path)
     control = read_current(model)

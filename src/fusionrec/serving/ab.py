@@ -12,7 +12,7 @@ import hashlib
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -108,8 +108,11 @@ class ExperimentTracker:
     def __init__(self, experiments: Iterable[Experiment], per_user: int = 50) -> None:
         self.experiments = {e.name: e for e in experiments}
         self._counts = {(e.name, v.name): _Counts() for e in self.experiments.values() for v in e.variants}
-        self._recent: dict[str, deque[_Impression]] = {}
+        # users in the order of their newest impression: the oldest are dropped once past every
+        # experiment's attribution window, so a long-running server keeps only the recent ones
+        self._recent: OrderedDict[str, deque[_Impression]] = OrderedDict()
         self._per_user = per_user
+        self._horizon = max((e.attribution_hours * 3600.0 for e in self.experiments.values()), default=0.0)
         self._lock = threading.Lock()
 
     def assignment(self, user_id: str) -> tuple[Experiment, Variant] | None:
@@ -125,6 +128,12 @@ class ExperimentTracker:
         imp = _Impression(experiment, variant, frozenset(item_ids), time.time() if at is None else at)
         with self._lock:
             self._recent.setdefault(user_id, deque(maxlen=self._per_user)).append(imp)
+            self._recent.move_to_end(user_id)
+            while self._recent:  # users whose newest impression can no longer be attributed
+                oldest = next(iter(self._recent.values()))
+                if imp.at - oldest[-1].at <= self._horizon:
+                    break
+                self._recent.popitem(last=False)
             c = self._counts[(experiment, variant)]
             c.impressions += 1
             c.users.add(user_id)
