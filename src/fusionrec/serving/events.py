@@ -5,8 +5,9 @@ takes every request waiting at that moment, validates them together with the sam
 `fusionrec ingest` (`validated_sql`), inserts the accepted rows and quarantines the rejected ones in
 one transaction, and commits (DuckDB fsyncs its WAL on commit) before any of those requests is
 answered. Grouping keeps the per-event cost low under concurrency without a second log to replay.
-Validation is one query over the registered rows; the transaction holds one INSERT (two when some
-rows are rejected: their raw JSON is built for them alone).
+Validation and insert are one statement (INSERT ... SELECT over the validation of the registered
+rows, RETURNING what was stored); when some rows are rejected, a second query reads them and they are
+quarantined in the same transaction, their raw JSON built for them alone.
 """
 
 from __future__ import annotations
@@ -189,24 +190,23 @@ class EventWriter:
                           "reject": reject, "raw": pa.nulls(n, pa.string())})
         con = self.store.con
         ins = ", ".join(CONTENT_COLUMNS)
+        validated = self._validation_sql()
         con.register("_api_events", table)
-        try:  # validation reads only the registered rows: outside the transaction, one statement
-            # back in the input's order (seqs increase along it); a parallel scan need not keep it
-            staged = con.execute(self._validation_sql()).fetch_arrow_table().sort_by(S.SEQ)
-        finally:
-            con.unregister("_api_events")
-        reasons = staged.column("reason")
-        ok = staged.filter(pc.is_null(reasons))
-        reason_list = reasons.to_pylist()
-        bad = [k for k, r in enumerate(reason_list) if r is not None]
-        con.register("_api_ok", ok)
         try:
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"INSERT INTO events ({ins}, {S.SEQ}, {S.SOURCE}, {S.LINE}) "
-                            f"SELECT {ins}, {S.SEQ}, {S.SOURCE}, {S.LINE} FROM _api_ok")
-                if bad:
-                    self._quarantine(con, staged, bad, rows, seqs)
+                # validation and insert in one statement; the rejected rows (rare) are read in a second
+                stored = con.execute(
+                    f"INSERT INTO events ({ins}, {S.SEQ}, {S.SOURCE}, {S.LINE}) SELECT {ins}, {S.SEQ}, {S.SOURCE}, "
+                    f"{S.LINE} FROM ({validated}) WHERE reason IS NULL "
+                    f"RETURNING {S.SEQ}, {S.USER_ID}, {S.ITEM_ID}, {S.BEHAVIOR}, {S.TIMESTAMP}").fetch_arrow_table()
+                rejected = None
+                if stored.num_rows < n:
+                    rejected = con.execute(f"SELECT {S.SEQ}, {S.SOURCE}, {S.LINE}, reason FROM ({validated}) "
+                                           "WHERE reason IS NOT NULL").fetch_arrow_table()
+                    self._quarantine(con, rejected, rows, seqs)
+                if stored.num_rows + (rejected.num_rows if rejected is not None else 0) != n:
+                    raise RuntimeError(f"validation of {n} events returned a different number of rows")
                 con.execute("COMMIT")
             except BaseException:
                 try:
@@ -215,35 +215,41 @@ class EventWriter:
                     pass
                 raise
         finally:
-            con.unregister("_api_ok")
-        micros = pc.cast(pc.cast(staged.column(S.TIMESTAMP), pa.timestamp("us")), pa.int64())
+            con.unregister("_api_events")
+        first = seqs[0]  # the group's seqs are consecutive: seq - first is the row's position
+        micros = pc.cast(pc.cast(stored.column(S.TIMESTAMP), pa.timestamp("us")), pa.int64())
         when = pc.fill_null(pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6), float("nan"))  # epoch seconds
-        accepted = list(zip(staged.column(S.USER_ID).to_pylist(), staged.column(S.ITEM_ID).to_pylist(),
-                            staged.column(S.BEHAVIOR).to_pylist(), when.to_pylist()))
+        outcome: list[Any] = [None] * n  # per row: the accepted tuple, or the rejection reason
+        for seq, user, item, behavior, t in zip(stored.column(S.SEQ).to_pylist(), stored.column(S.USER_ID).to_pylist(),
+                                                stored.column(S.ITEM_ID).to_pylist(),
+                                                stored.column(S.BEHAVIOR).to_pylist(), when.to_pylist()):
+            outcome[seq - first] = (user, item, behavior, t)
+        if rejected is not None:
+            for seq, reason in zip(rejected.column(S.SEQ).to_pylist(), rejected.column("reason").to_pylist()):
+                outcome[seq - first] = reason
         results, pos = [], 0
         for batch in batches:
             res = WriteResult()
             for index in range(len(batch)):
-                reason = reason_list[pos]
-                if reason is None:
-                    res.accepted.append(accepted[pos])
+                got = outcome[pos]
+                if isinstance(got, tuple):
+                    res.accepted.append(got)
                 else:
-                    res.rejected.append({"index": index, "reason": reason})
+                    res.rejected.append({"index": index, "reason": got})
                 pos += 1
             results.append(res)
         return results
 
-    def _quarantine(self, con: Any, staged: pa.Table, bad: list[int], rows: list[dict[str, Any]],
-                    seqs: list[int]) -> None:
+    def _quarantine(self, con: Any, rejected: pa.Table, rows: list[dict[str, Any]], seqs: list[int]) -> None:
         """The rejected rows with their reason and raw JSON (built only for them; none when ids are
         pseudonymised, since the raw text would hold the real id)."""
         first = seqs[0]  # the batch's seqs are consecutive: seq - first is the row's position
-        picked = staged.take(pa.array(bad, pa.int64()))
         raw = None if self.rules.pseudonym_key else [
             json.dumps({k: v for k, v in rows[seq - first].items() if k in RAW_FIELDS and v is not None},
-                       sort_keys=True, default=str)[:1000] for seq in picked.column(S.SEQ).to_pylist()]
-        q = pa.table({S.SOURCE: picked.column(S.SOURCE), S.LINE: picked.column(S.LINE),
-                      S.REASON: picked.column("reason"), "raw": pa.array(raw or [None] * len(bad), pa.string())})
+                       sort_keys=True, default=str)[:1000] for seq in rejected.column(S.SEQ).to_pylist()]
+        q = pa.table({S.SOURCE: rejected.column(S.SOURCE), S.LINE: rejected.column(S.LINE),
+                      S.REASON: rejected.column("reason"),
+                      "raw": pa.array(raw or [None] * rejected.num_rows, pa.string())})
         con.register("_api_bad", q)
         try:
             con.execute(f"INSERT INTO quarantine SELECT {S.SOURCE}, {S.LINE}, {S.REASON}, raw, now() FROM _api_bad")
