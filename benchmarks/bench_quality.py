@@ -195,8 +195,8 @@ def run(quick: bool = False) -> str:
              "validation) learn only from a holdout inside the training data. `fusion` keeps its ranker only when "
              "the ranker's NDCG@20 gain over the generator that ranks the whole validation window best is "
              "significant on the validation users held out from the ranker (paired t-test p < 0.05); otherwise it "
-             "serves that generator, and the line under the table says so (Amazon-CDs and Beauty were run before "
-             "the evaluation recorded fit reports: no such line there).", ""]
+             "serves that generator, and the line under the table says so (Amazon-CDs was run before the "
+             "evaluation recorded fit reports and the reach: no such lines there).", ""]
     for spec in RUNS:
         path = OUT / f"quality_{spec['key']}.json"
         if spec in specs:
