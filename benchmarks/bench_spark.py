@@ -120,9 +120,10 @@ def _spark(n: int, tmp: Path, shop_dir: Path) -> dict:
     except RuntimeError as exc:
         return {"failed": str(exc)[-300:], "conf": conf}
     spk_sum = json.loads(spk["stdout"])
+    manifest = json.loads((Path(spk_sum["path"]) / "manifest.json").read_text())
     return {"seconds": spk["seconds"], "peak_mb": spk["peak_mb"], "conf": conf,
             "holdout_ndcg@20": spk_sum["metrics"].get("valid_ndcg@20_heldout_users"),
-            "stages": json.loads((Path(spk_sum["path"]) / "manifest.json").read_text())["data"].get("ingest")}
+            "stages": manifest["data"].get("ingest"), "stage_seconds": manifest["metrics"].get("spark_stage_seconds")}
 
 
 ALS_CHILD = r"""

@@ -7,6 +7,7 @@ in what the submitter left out (see docs/scale.md).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,8 @@ def spark_session(settings: SparkSettings | None = None) -> Any:
     if s.master.startswith("local"):
         # otherwise Spark binds the first non-loopback address, which a sandbox or laptop may lack
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # the Python workers (item-kNN and RP3beta blocks) run this interpreter, with its numpy and scipy
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(s.master).appName(s.app_name)
                .config("spark.driver.memory", s.driver_memory)
                .config("spark.ui.showConsoleProgress", "false")

@@ -8,6 +8,7 @@ per item, per user, per (user, item) pair, or top-N neighbour lists, the arrays 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from fusionrec import schema as S
 
-__all__ = ["indexed_events", "pair_table", "item_counts", "cooccurrence", "itemknn_topk", "rp3beta_topk",
+__all__ = ["indexed_events", "pair_table", "item_counts", "neighbour_topk",
            "covisit_topk", "als_factors", "item_aggregates", "user_aggregates", "holdout_cut", "ranker_labels",
            "sample_users", "to_arrays", "IndexedEvents", "UIDX", "IIDX"]
 
@@ -138,28 +139,100 @@ def item_counts(e: Any, now: float, half_life_days: float | None = None) -> Any:
     return e.groupBy(IIDX).agg(F.sum(_decayed(e, half_life_days, now)).alias("c"))
 
 
-def cooccurrence(pairs: Any, max_items_per_user: int, rp_alpha: float = 1.0) -> Any:
-    """C(i, j, dot, walk) over users' item pairs, i != j.
+def neighbour_topk(pairs: Any, n_items: int, k: int, max_items_per_user: int, blocks: int, kind: str = "itemknn",
+                   similarity: str = "cosine", alpha: float = 0.5, shrink: float = 0.0, beta: float = 0.0) -> Any:
+    """Item-kNN's sim_ or RP3beta's W: (i, j, v), the k best j per item i, computed by blocks of items.
 
-    dot = sum_u x_ui x_uj (item-kNN), walk = sum_u (x_uj / sum_j' x_uj') ** rp_alpha (RP3beta's
-    user -> item step). Each user contributes only their `max_items_per_user` most recent items, so one
-    heavy user adds at most that many squared pairs to the shuffle instead of exploding the join;
-    norms, popularity and row sums still count every item.
+    Items are dealt into `blocks` blocks (item_idx modulo blocks). Each user's `max_items_per_user` most
+    recent pairs go to every block the user has one of those items in, so one task holds the users
+    x items matrix of the users who touched its items and runs the embedded generator's own sparse
+    product and top-k (`product_topk`) for its items: only k rows per item leave the task. Compared
+    with a self-join on the user, no pair row (one per two items of a user, the square of the history)
+    is ever materialised or shuffled; the shuffle is the pair rows times the blocks a user reaches,
+    at most `blocks` times. Norms (item-kNN) and degrees (RP3beta) count every pair, the cap only
+    bounds what enters the product, so one heavy user cannot blow up a task.
+
+    item-kNN: v = similarity(sum_u x_ui x_uj, |i|^2, |j|^2) with `shrink`, i != j.
+    RP3beta: v = (1/pop_i)^alpha sum_u (x_uj / sum_j' x_uj')^alpha / pop_j^beta, i != j.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    by_user = Window.partitionBy(UIDX)
+    if kind not in ("itemknn", "rp3beta"):
+        raise ValueError(f"kind must be 'itemknn' or 'rp3beta', got {kind!r}")
+    stat = (F.sum(F.col("x") * F.col("x")) if kind == "itemknn" else F.count(F.lit(1)).cast("double")).alias("s")
+    per_item = to_arrays(pairs.groupBy(IIDX).agg(stat))
+    stats = np.zeros(n_items, np.float64)
+    stats[np.asarray(per_item[IIDX], np.int64)] = np.asarray(per_item["s"], np.float64)
     recent = Window.partitionBy(UIDX).orderBy(F.col("t_last").desc_nulls_last(), F.col(IIDX))
-    xw = (pairs.select(UIDX, IIDX, "x", "t_last")
-          .withColumn("rs", F.sum("x").over(by_user))
-          .withColumn("rn", F.row_number().over(recent))
-          .where(F.col("rn") <= max_items_per_user))
-    a = xw.select(UIDX, F.col(IIDX).alias("i"), F.col("x").alias("xi"))
-    b = xw.select(UIDX, F.col(IIDX).alias("j"), F.col("x").alias("xj"), "rs")
-    return (a.join(b, UIDX).where(F.col("i") != F.col("j"))
-            .groupBy("i", "j").agg(F.sum(F.col("xi") * F.col("xj")).alias("dot"),
-                                   F.sum(F.pow(F.col("xj") / F.col("rs"), F.lit(rp_alpha))).alias("walk")))
+    capped = (pairs.select(UIDX, IIDX, "x", "t_last")
+              .withColumn("rs", F.sum("x").over(Window.partitionBy(UIDX)))
+              .withColumn("rn", F.row_number().over(recent))
+              .where(F.col("rn") <= max_items_per_user)
+              .select(UIDX, IIDX, "x", "rs"))
+    reach = capped.select(UIDX, (F.col(IIDX) % blocks).alias("b")).distinct()
+    block = _NeighbourBlock(kind, n_items, k, blocks, stats, similarity, alpha, shrink, beta)
+
+    def task(key, table):  # type: ignore[no-untyped-def]  # unannotated: Spark infers its kind from hints
+        return block(key, table)
+
+    with warnings.catch_warnings():  # pyspark's pandas version check: these tasks use Arrow and scipy, not pandas
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+        return capped.join(reach, UIDX).groupBy("b").applyInArrow(task, schema="i int, j int, v float")
+
+
+#: non-zeros of one slice of a block's product: bounds a Python worker's transient memory (~40 B each)
+_TASK_BUDGET = 5.0e6
+
+
+class _NeighbourBlock:
+    """One block's neighbour lists, run in a Python worker (picklable: plain arrays and settings)."""
+
+    def __init__(self, kind: str, n_items: int, k: int, blocks: int, stats: np.ndarray, similarity: str,
+                 alpha: float, shrink: float, beta: float) -> None:
+        self.kind, self.n_items, self.k, self.blocks, self.stats = kind, n_items, k, blocks, stats
+        self.similarity, self.alpha, self.shrink, self.beta = similarity, alpha, shrink, beta
+
+    def __call__(self, key: tuple[Any, ...], table: Any) -> Any:
+        import pyarrow as pa
+        import scipy.sparse as sp
+
+        from fusionrec.candidates._similarity import _similarity_values, product_topk
+
+        b = int(key[0].as_py())
+        u = table.column(UIDX).to_numpy()
+        i = table.column(IIDX).to_numpy().astype(np.int64)
+        x = table.column("x").to_numpy().astype(np.float64)
+        _, rows = np.unique(u, return_inverse=True)
+        n_users = int(rows.max()) + 1 if len(rows) else 0
+        mine = np.arange(b, self.n_items, self.blocks)
+        if self.kind == "itemknn":
+            m = sp.csr_matrix((x.astype(np.float32), (rows, i)), shape=(n_users, self.n_items))
+            a = m[:, mine].T.tocsr()
+            sq = self.stats
+
+            def values(dots: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+                v = _similarity_values(dots, sq[mine[r]], sq[c], self.similarity, self.alpha, self.shrink)
+                v[c == mine[r]] = 0.0
+                return v
+        else:
+            rs = table.column("rs").to_numpy().astype(np.float64)
+            step = np.power(np.divide(x, rs, out=np.zeros_like(x), where=rs > 0), self.alpha)
+            m = sp.csr_matrix((step.astype(np.float32), (rows, i)), shape=(n_users, self.n_items))
+            pop = self.stats
+            start = np.power(np.divide(1.0, pop[mine], out=np.zeros(len(mine)), where=pop[mine] > 0), self.alpha)
+            seen = sp.csr_matrix((np.ones(len(i), np.float32), (i, rows)), shape=(self.n_items, n_users))[mine]
+            a = sp.csr_matrix(sp.diags(start.astype(np.float32)) @ seen)
+            penalty = np.divide(1.0, np.power(pop, self.beta), out=np.zeros_like(pop), where=pop > 0)
+
+            def values(walk: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+                v = walk * penalty[c]
+                v[c == mine[r]] = 0.0
+                return v
+
+        top = product_topk(a, m, self.k, values, budget=_TASK_BUDGET).tocoo()
+        return pa.table({"i": pa.array(mine[top.row].astype(np.int32)), "j": pa.array(top.col.astype(np.int32)),
+                         "v": pa.array(top.data.astype(np.float32))})
 
 
 def _topk(df: Any, k: int, value: str = "v") -> Any:
@@ -170,36 +243,6 @@ def _topk(df: Any, k: int, value: str = "v") -> Any:
     w = Window.partitionBy("i").orderBy(F.col(value).desc(), F.col("j"))
     return (df.where(F.col(value) > 0).withColumn("r", F.row_number().over(w)).where(F.col("r") <= k)
             .select("i", "j", F.col(value).alias("v")))
-
-
-def itemknn_topk(co: Any, pairs: Any, k: int, similarity: str, alpha: float, shrink: float) -> Any:
-    """ItemKNN's sim_: (i, j, v) with v = similarity(dot, |i|, |j|), the k best j per i."""
-    from pyspark.sql import functions as F
-
-    sq = pairs.groupBy(IIDX).agg(F.sum(F.col("x") * F.col("x")).alias("sq"))
-    si = sq.select(F.col(IIDX).alias("i"), F.col("sq").alias("sq_i"))
-    sj = sq.select(F.col(IIDX).alias("j"), F.col("sq").alias("sq_j"))
-    d = co.join(si, "i").join(sj, "j")
-    dot, a, b = F.col("dot"), F.col("sq_i"), F.col("sq_j")
-    if similarity == "cosine":
-        denom = F.sqrt(a) * F.sqrt(b)
-    elif similarity == "asymmetric_cosine":
-        denom = F.pow(a, F.lit(alpha)) * F.pow(b, F.lit(1.0 - alpha))
-    else:  # jaccard (Tanimoto)
-        denom = a + b - dot
-    return _topk(d.withColumn("v", dot / (denom + F.lit(shrink + 1e-9))), k)
-
-
-def rp3beta_topk(co: Any, pairs: Any, k: int, alpha: float, beta: float) -> Any:
-    """RP3beta's W: (i, j, v) with v = (1/pop_i)^alpha walk_ij / pop_j^beta, the k best j per i."""
-    from pyspark.sql import functions as F
-
-    pop = pairs.groupBy(IIDX).agg(F.count(F.lit(1)).cast("double").alias("pop"))
-    pi = pop.select(F.col(IIDX).alias("i"), F.col("pop").alias("pop_i"))
-    pj = pop.select(F.col(IIDX).alias("j"), F.col("pop").alias("pop_j"))
-    v = (F.pow(F.lit(1.0) / F.col("pop_i"), F.lit(alpha)) * F.col("walk")
-         / F.pow(F.col("pop_j"), F.lit(beta)))
-    return _topk(co.join(pi, "i").join(pj, "j").withColumn("v", v), k)
 
 
 def covisit_topk(e: Any, k: int, gap_minutes: float, window: int, normalize: bool,

@@ -50,9 +50,13 @@ SPARK_GENERATORS = ("pop", "trending", "repeat", "itemknn", "covisit", "rp3beta"
 class SparkTrainConfig:
     """Settings of the Spark stages that the embedded path does not have."""
 
-    #: co-occurrence (item-kNN, RP3beta): each user's most recent items that enter the pair join;
-    #: bounds one user's share of the shuffle at max_items_per_user^2 pairs
+    #: item-kNN and RP3beta: each user's most recent items that enter the item x item product; bounds
+    #: one user's work at max_items_per_user^2 products (norms and degrees still count every item)
     max_items_per_user: int = 500
+    #: item-kNN and RP3beta: blocks of items, one task each (None: the default parallelism, one per
+    #: core). A user's pairs are shuffled to each block they reach, so more blocks mean a larger
+    #: shuffle and smaller tasks (docs/scale.md)
+    neighbour_blocks: int | None = None
     #: ALS user and item blocks (None: the default parallelism, one block per core)
     als_blocks: int | None = None
     exclude_bots: bool = True
@@ -176,7 +180,6 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
     base_counts = A.dense(n_items, *_counts(St.item_counts(e, now)))
     fallback = A.normalised(base_counts)
     pairs_by_hl: dict[Any, Any] = {None: pairs}
-    co_cache: dict[Any, Any] = {}
     transient: list[Any] = []  # frames a stage persisted for its own reuse
 
     def pairs_for(hl: float | None) -> Any:
@@ -184,10 +187,11 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
             pairs_by_hl[hl] = St.pair_table(e, now, hl).persist()
         return pairs_by_hl[hl]
 
-    def co_for(hl: float | None, alpha: float) -> Any:
-        if (hl, alpha) not in co_cache:
-            co_cache[(hl, alpha)] = St.cooccurrence(pairs_for(hl), scfg.max_items_per_user, alpha).persist()
-        return co_cache[(hl, alpha)]
+    blocks = scfg.neighbour_blocks or spark.sparkContext.defaultParallelism
+
+    def neighbours(hl: float | None, kind: str, **params: Any) -> sp.csr_matrix:
+        return sim(St.neighbour_topk(pairs_for(hl), n_items, params.pop("k"), scfg.max_items_per_user, blocks,
+                                     kind, **params))
 
     def sim(df: Any) -> sp.csr_matrix:
         a = St.to_arrays(df)
@@ -212,11 +216,11 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
             state = {"decay": decay, "fallback": fallback * 1e-3}
         elif base == "itemknn":
             hl = c.half_life_days
-            state = {"sim": sim(St.itemknn_topk(co_for(hl, 1.0), pairs_for(hl), c.k, c.similarity, c.alpha, c.shrink)),
-                     "fallback": fallback}
+            state = {"sim": neighbours(hl, "itemknn", k=c.k, similarity=c.similarity, alpha=c.alpha,
+                                       shrink=c.shrink), "fallback": fallback}
         elif base == "rp3beta":
             hl = c.half_life_days
-            w = sim(St.rp3beta_topk(co_for(hl, c.alpha), pairs_for(hl), c.k, c.alpha, c.beta))
+            w = neighbours(hl, "rp3beta", k=c.k, alpha=c.alpha, beta=c.beta)
             if c.normalize_rows:
                 from fusionrec.candidates.rp3beta import _row_normalised
 
@@ -227,9 +231,8 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
                                                  transient)),
                      "fallback": fallback}
         else:  # als
-            blocks = scfg.als_blocks or spark.sparkContext.defaultParallelism
             uf, itf = St.als_factors(pairs_for(c.half_life_days), c.factors, c.regularization, c.alpha,
-                                     c.iterations, c.seed, blocks)
+                                     c.iterations, c.seed, scfg.als_blocks or spark.sparkContext.defaultParallelism)
             state = {"user_factors": _factors(for_users(uf.withColumnRenamed("id", St.UIDX)), St.UIDX, n_users,
                                               c.factors, rows_of),
                      "item_factors": _factors(itf.withColumnRenamed("id", ITEM_IDX), ITEM_IDX, n_items, c.factors,
@@ -238,7 +241,7 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
         _set_fitted(gen, state, run.indexed.item_ids, user_ids)
         gens[name] = gen
         seconds[name] = round(time.perf_counter() - t_gen, 2)
-    for df in list(co_cache.values()) + list(pairs_by_hl.values()) + transient:
+    for df in list(pairs_by_hl.values()) + transient:
         df.unpersist()
     # features for the ranker: per item from all of E, per user (and pair) for the users asked for
     t_feat = time.perf_counter()
@@ -332,7 +335,9 @@ def fit_pipeline(run: SparkRun, cfg: Any = None, scfg: SparkTrainConfig | None =
         report["stage1_fit_seconds"] = round(time.perf_counter() - t1, 2)
         report["stage1_stage_seconds"] = extra1["seconds"]
         say("ranker: candidates and features of the sample, LightGBM on the driver")
+        t_rank = time.perf_counter()
         _learn_fuser(pipeline, gens1, extra1["hist"], lab_m, extra1["item_f"], extra1["user_f"], report)
+        report["ranker_seconds"] = round(time.perf_counter() - t_rank, 2)
         pre.unpersist()
     else:
         pipeline.fuser_ = ReciprocalRankFusion()
@@ -404,6 +409,13 @@ def train_spark(events: str, fmt: str, out_dir: Path, config: Any = None, items:
         fingerprint["quarantine"] = quarantine
         report = pipeline.report_
         metrics = {k: report[k] for k in METRIC_KEYS if k in report}
+        # where a Spark run's time went: what an operator sizes a cluster from
+        metrics["spark_stage_seconds"] = {"prepare": dict(run.seconds),
+                                          "stage1": report.get("stage1_stage_seconds", {}),
+                                          "stage1_total": report.get("stage1_fit_seconds"),
+                                          "ranker": report.get("ranker_seconds"),
+                                          "stage2": report.get("stage2_stage_seconds", {}),
+                                          "stage2_total": report.get("refit_seconds")}
         say("writing the version")
         folder = write_version(pipeline, out_dir, data=fingerprint, metrics=metrics, make_current=make_current)
     finally:
