@@ -211,6 +211,31 @@ def table(results: list[dict]) -> list[str]:
     return lines
 
 
+STAGE_COLUMNS = ("itemknn", "rp3beta", "covisit", "als")
+
+
+def stage_table(results: list[dict]) -> list[str]:
+    """Where the Spark run's time went (seconds, from the version's manifest), for the sizes that have it."""
+    rows = [r for r in sorted(results, key=lambda r: r["events"]) if (r.get("spark") or {}).get("stage_seconds")]
+    if not rows:
+        return []
+    head = ("| events | read + validate + index | " + " | ".join(f"stage 1 {c}" for c in STAGE_COLUMNS)
+            + " | stage 1 total | ranker | " + " | ".join(f"stage 2 {c}" for c in STAGE_COLUMNS) + " | stage 2 total |")
+    lines = ["", "Where the Spark time goes (seconds; stage 1: the generators on the events before the ranker's holdout, "
+             "stage 2: refitted on every event; the other generators, pair tables and feature aggregates make up the "
+             "rest of each total):", "", head, "|" + "---:|" * (head.count("|") - 1)]
+    for r in rows:
+        st = r["spark"]["stage_seconds"]
+
+        def cells(stage: str) -> str:
+            return " | ".join(f"{st[stage].get(c, 0):,.0f}" for c in STAGE_COLUMNS)
+
+        prep = sum(st["prepare"].values())
+        lines.append(f"| {r['events']:,} | {prep:,.0f} | {cells('stage1')} | {st['stage1_total'] or 0:,.0f} | "
+                     f"{st['ranker'] or 0:,.0f} | {cells('stage2')} | {st['stage2_total'] or 0:,.0f} |")
+    return lines
+
+
 def run(quick: bool = False) -> str:
     sizes = _sizes(quick)
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,9 +251,11 @@ def run(quick: bool = False) -> str:
     lines = ["## Spark engine against the embedded engine", "",
              "`fusionrec train` on the synthetic shop (Parquet; users = events / 40, items = events / 200), the built-in "
              "pipeline on both engines. Embedded: `ingest` into DuckDB, then `train --store`. Spark: "
-             "`train --engine spark --spark-master local[2]` (reads, validates, de-duplicates and trains; driver memory 2g). "
+             "`train --engine spark --spark-master local[2]` (reads, validates, de-duplicates and trains; driver memory 2g, "
+             "8g with a 4g result cap past 10M events). "
              "Peak memory is the summed RSS of the process tree (the Spark JVM included).", ""]
     lines += table(results)
+    lines += stage_table(results)
     pending = [n for n in SIZES if n not in done]
     if pending and not quick:
         lines += ["", f"Pending (not measured on both engines yet on this machine): {', '.join(f'{n:,}' for n in pending)} events."]

@@ -88,6 +88,74 @@ def test_covisitation_normalised_by_item_counts(spark):
     persisted[0].unpersist()
 
 
+def _pairs_frame(spark, x: sp.csr_matrix, t_last: np.ndarray):
+    from fusionrec.spark import stages as St
+
+    c = x.tocoo()
+    rows = [(int(u), int(i), float(v), float(t)) for u, i, v, t in zip(c.row, c.col, c.data, t_last)]
+    return spark.createDataFrame(rows, f"{St.UIDX} long, {St.IIDX} long, x double, t_last double")
+
+
+def _dense(spark_df, n: int) -> np.ndarray:
+    out = np.zeros((n, n), np.float32)
+    for r in spark_df.collect():
+        assert out[r["i"], r["j"]] == 0.0, "one row per (i, j)"
+        out[r["i"], r["j"]] = r["v"]
+    return out
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_neighbour_blocks_equal_the_embedded_generators(spark, blocks):
+    """Item-kNN's and RP3beta's neighbour lists computed by Spark item blocks are the embedded ones
+    (same items, same values) for any number of blocks; with a per-user cap, the product takes only each
+    user's most recent items while norms, degrees and row sums still count every item."""
+    from fusionrec.candidates._similarity import pairwise_topk, row_norms_sq
+    from fusionrec.candidates.rp3beta import rp3beta_topk
+    from fusionrec.spark import stages as St
+
+    rng = np.random.default_rng(7)
+    n_users, n_items, k = 70, 40, 8
+    x = sp.random(n_users, n_items, density=0.2, format="csr", random_state=rng, dtype=np.float64)
+    x.data = 0.5 + 3.0 * x.data
+    t_last = rng.permutation(x.nnz).astype(np.float64)  # distinct: the recency order is unambiguous
+    pairs = _pairs_frame(spark, x, t_last)
+
+    want_knn = pairwise_topk(x.T.tocsr(), x.T.tocsr(), k, "cosine", 0.5, 1.0, exclude_self=True).toarray()
+    got_knn = _dense(St.neighbour_topk(pairs, n_items, k, 1000, blocks, "itemknn", similarity="cosine",
+                                       shrink=1.0), n_items)
+    assert (got_knn > 0).sum() > n_items  # not vacuous
+    np.testing.assert_array_equal(got_knn > 0, want_knn > 0)
+    np.testing.assert_allclose(got_knn, want_knn, rtol=1e-5)
+
+    want_rp = rp3beta_topk(x, 0.8, 0.5, k).toarray()
+    got_rp = _dense(St.neighbour_topk(pairs, n_items, k, 1000, blocks, "rp3beta", alpha=0.8, beta=0.5), n_items)
+    np.testing.assert_array_equal(got_rp > 0, want_rp > 0)
+    np.testing.assert_allclose(got_rp, want_rp, rtol=1e-5)
+
+    # the cap: each user's 3 most recent items enter the product; norms and degrees stay the full ones
+    cap = 3
+    keep = np.zeros(x.nnz, bool)
+    for u in range(n_users):
+        lo, hi = x.indptr[u], x.indptr[u + 1]
+        keep[lo + np.argsort(-t_last[lo:hi])[:cap]] = True
+    capped = x.copy()
+    capped.data = np.where(keep, x.data, 0.0)
+    capped.eliminate_zeros()
+    sq = row_norms_sq(x.T.tocsr())
+    want_cap = pairwise_topk(capped.T.tocsr(), None, k, "asymmetric_cosine", 0.3, 0.0, exclude_self=True,
+                             b_t=capped, sq_b=sq, sq_a=sq).toarray()
+    got_cap = _dense(St.neighbour_topk(pairs, n_items, k, cap, blocks, "itemknn", similarity="asymmetric_cosine",
+                                       alpha=0.3), n_items)
+    uncapped = pairwise_topk(x.T.tocsr(), x.T.tocsr(), k, "asymmetric_cosine", 0.3, 0.0, exclude_self=True)
+    assert not np.allclose(want_cap, uncapped.toarray())  # the cap changes the lists on this data
+    np.testing.assert_array_equal(got_cap > 0, want_cap > 0)
+    np.testing.assert_allclose(got_cap, want_cap, rtol=1e-5)
+    pop = np.diff(x.T.tocsr().indptr).astype(np.float64)
+    want_rp_cap = rp3beta_topk(capped, 1.0, 0.6, k, pop=pop, row_sums=np.asarray(x.sum(axis=1)).ravel()).toarray()
+    got_rp_cap = _dense(St.neighbour_topk(pairs, n_items, k, cap, blocks, "rp3beta", alpha=1.0, beta=0.6), n_items)
+    np.testing.assert_allclose(got_rp_cap, want_rp_cap, rtol=1e-5)
+
+
 def _counts(report) -> dict:
     t = report.total
     return {"rows_in": t.rows_in, "accepted": t.accepted, "rejected": t.rejected, "duplicates": t.duplicates,

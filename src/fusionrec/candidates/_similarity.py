@@ -168,12 +168,13 @@ def product_topk(a: sp.csr_matrix, b_t: sp.csr_matrix, k: int,
 def pairwise_topk(a: sp.csr_matrix, b: sp.csr_matrix | None, k: int, similarity: str = "cosine",
                   alpha: float = 0.5, shrink: float = 0.0, exclude_self: bool = False,
                   self_index: np.ndarray | None = None, budget: float = 2.0e7, b_t: sp.csr_matrix | None = None,
-                  sq_b: np.ndarray | None = None) -> sp.csr_matrix:
+                  sq_b: np.ndarray | None = None, sq_a: np.ndarray | None = None) -> sp.csr_matrix:
     """Top-k similar rows of `b` for every row of `a` (both [n, d] CSR): CSR [len(a), len(b)], float32.
 
     `exclude_self` drops the pair (i, i) (a and b are the same rows); `self_index[i]` instead names the
     row of b that row i of a is (or -1). `b_t` (b transposed, CSR) and `sq_b` (its squared row norms)
-    may be passed instead of b when b is reused.
+    may be passed instead of b when b is reused; `sq_a` and `sq_b` also replace the norms when a and b
+    hold only part of the data (a Spark block of users).
     """
     a = sp.csr_matrix(a, dtype=np.float32)
     if b_t is None:
@@ -182,7 +183,8 @@ def pairwise_topk(a: sp.csr_matrix, b: sp.csr_matrix | None, k: int, similarity:
         b_t = sp.csr_matrix(b, dtype=np.float32).T.tocsr()
     if sq_b is None:
         sq_b = row_norms_sq(b_t.T.tocsr())
-    sq_a = row_norms_sq(a)
+    if sq_a is None:
+        sq_a = row_norms_sq(a)
 
     def values(dots: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         vals = _similarity_values(dots, sq_a[rows], sq_b[cols], similarity, alpha, shrink)

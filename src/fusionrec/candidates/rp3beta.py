@@ -18,7 +18,7 @@ from fusionrec.candidates.base import CandidateGenerator, ScoredItems
 from fusionrec.candidates.popularity import popularity_fallback
 from fusionrec.data.interactions import Interactions
 
-__all__ = ["RP3beta"]
+__all__ = ["RP3beta", "rp3beta_topk"]
 
 
 def _row_normalised(m: sp.csr_matrix) -> sp.csr_matrix:
@@ -27,6 +27,39 @@ def _row_normalised(m: sp.csr_matrix) -> sp.csr_matrix:
     inv = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
     m.data *= np.repeat(inv, np.diff(m.indptr))
     return m
+
+
+def rp3beta_topk(x: sp.csr_matrix, alpha: float, beta: float, k: int, items: np.ndarray | None = None,
+                 pop: np.ndarray | None = None, row_sums: np.ndarray | None = None,
+                 budget: float = 2.0e7) -> sp.csr_matrix:
+    """W of the user x item matrix `x`: the k best j per item i of
+    (sum_u P(i -> u)^alpha P(u -> j)^alpha) / pop_j^beta, the walk back to i excluded. float32.
+
+    `items` computes only those rows of W (in that order); `pop` (users per item) and `row_sums` (per
+    row of x) replace the ones x gives when x holds part of the data (a Spark block of users' capped
+    histories); `budget` caps one slice of the product (`product_topk`).
+    """
+    x = sp.csr_matrix(x, dtype=np.float64)
+    sums = np.asarray(x.sum(axis=1)).ravel() if row_sums is None else np.asarray(row_sums, np.float64)
+    p_ui = x.copy()
+    p_ui.data *= np.repeat(np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0), np.diff(x.indptr))
+    seen = sp.csr_matrix(x.T, dtype=np.float64)
+    seen.data[:] = 1.0
+    pop = np.asarray(seen.sum(axis=1)).ravel() if pop is None else np.asarray(pop, np.float64)
+    rows = np.arange(x.shape[1]) if items is None else np.asarray(items, np.int64)
+    start = np.divide(1.0, pop[rows], out=np.zeros(len(rows)), where=pop[rows] > 0)
+    p_iu = sp.csr_matrix(sp.diags(start) @ seen[rows])
+    if alpha != 1.0:
+        p_ui.data **= alpha
+        p_iu.data **= alpha
+    penalty = np.divide(1.0, np.power(pop, beta), out=np.zeros_like(pop), where=pop > 0)
+
+    def values(walk: np.ndarray, r: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        v = walk * penalty[cols]
+        v[rows[r] == cols] = 0.0  # the walk back to where it started says nothing
+        return v
+
+    return product_topk(p_iu, p_ui, k, values, budget)
 
 
 class RP3beta(ItemItemScoring, CandidateGenerator):
@@ -67,23 +100,7 @@ class RP3beta(ItemItemScoring, CandidateGenerator):
 
     def _fit(self, data: Interactions) -> None:
         c = self.cfg
-        x = training_matrix(data, c.half_life_days)
-        p_ui = _row_normalised(x)
-        x_bool = sp.csr_matrix(x.T, dtype=np.float64)
-        x_bool.data[:] = 1.0
-        pop = np.asarray(x_bool.sum(axis=1)).ravel()
-        p_iu = _row_normalised(x_bool)
-        if c.alpha != 1.0:
-            p_ui.data **= c.alpha
-            p_iu.data **= c.alpha
-        penalty = np.divide(1.0, np.power(pop, c.beta), out=np.zeros_like(pop), where=pop > 0)
-
-        def values(walk: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-            v = walk * penalty[cols]
-            v[rows == cols] = 0.0  # the walk back to where it started says nothing
-            return v
-
-        w = product_topk(p_iu, p_ui, c.k, values)
+        w = rp3beta_topk(training_matrix(data, c.half_life_days), c.alpha, c.beta, c.k)
         if c.normalize_rows:
             w = sp.csr_matrix(_row_normalised(w), dtype=np.float32)
         self.sim_ = w

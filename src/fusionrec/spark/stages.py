@@ -197,40 +197,23 @@ class _NeighbourBlock:
         import pyarrow as pa
         import scipy.sparse as sp
 
-        from fusionrec.candidates._similarity import _similarity_values, product_topk
+        from fusionrec.candidates._similarity import pairwise_topk
+        from fusionrec.candidates.rp3beta import rp3beta_topk
 
         b = int(key[0].as_py())
-        u = table.column(UIDX).to_numpy()
-        i = table.column(IIDX).to_numpy().astype(np.int64)
-        x = table.column("x").to_numpy().astype(np.float64)
-        _, rows = np.unique(u, return_inverse=True)
+        _, rows = np.unique(table.column(UIDX).to_numpy(), return_inverse=True)
         n_users = int(rows.max()) + 1 if len(rows) else 0
+        i = table.column(IIDX).to_numpy().astype(np.int64)
+        m = sp.csr_matrix((table.column("x").to_numpy().astype(np.float64), (rows, i)), shape=(n_users, self.n_items))
         mine = np.arange(b, self.n_items, self.blocks)
         if self.kind == "itemknn":
-            m = sp.csr_matrix((x.astype(np.float32), (rows, i)), shape=(n_users, self.n_items))
-            a = m[:, mine].T.tocsr()
-            sq = self.stats
-
-            def values(dots: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
-                v = _similarity_values(dots, sq[mine[r]], sq[c], self.similarity, self.alpha, self.shrink)
-                v[c == mine[r]] = 0.0
-                return v
+            top = pairwise_topk(m.T.tocsr()[mine], None, self.k, self.similarity, self.alpha, self.shrink,
+                                self_index=mine, budget=_TASK_BUDGET, b_t=m, sq_b=self.stats, sq_a=self.stats[mine])
         else:
-            rs = table.column("rs").to_numpy().astype(np.float64)
-            step = np.power(np.divide(x, rs, out=np.zeros_like(x), where=rs > 0), self.alpha)
-            m = sp.csr_matrix((step.astype(np.float32), (rows, i)), shape=(n_users, self.n_items))
-            pop = self.stats
-            start = np.power(np.divide(1.0, pop[mine], out=np.zeros(len(mine)), where=pop[mine] > 0), self.alpha)
-            seen = sp.csr_matrix((np.ones(len(i), np.float32), (i, rows)), shape=(self.n_items, n_users))[mine]
-            a = sp.csr_matrix(sp.diags(start.astype(np.float32)) @ seen)
-            penalty = np.divide(1.0, np.power(pop, self.beta), out=np.zeros_like(pop), where=pop > 0)
-
-            def values(walk: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
-                v = walk * penalty[c]
-                v[c == mine[r]] = 0.0
-                return v
-
-        top = product_topk(a, m, self.k, values, budget=_TASK_BUDGET).tocoo()
+            row_sums = np.zeros(n_users)
+            row_sums[rows] = table.column("rs").to_numpy()
+            top = rp3beta_topk(m, self.alpha, self.beta, self.k, mine, self.stats, row_sums, _TASK_BUDGET)
+        top = top.tocoo()
         return pa.table({"i": pa.array(mine[top.row].astype(np.int32)), "j": pa.array(top.col.astype(np.int32)),
                          "v": pa.array(top.data.astype(np.float32))})
 
