@@ -201,8 +201,8 @@ class _NeighbourBlock:
         from fusionrec.candidates.rp3beta import rp3beta_topk
 
         b = int(key[0].as_py())
-        _, rows = np.unique(table.column(UIDX).to_numpy(), return_inverse=True)
-        n_users = int(rows.max()) + 1 if len(rows) else 0
+        users, rows = np.unique(table.column(UIDX).to_numpy(), return_inverse=True)
+        n_users = len(users)
         i = table.column(IIDX).to_numpy().astype(np.int64)
         m = sp.csr_matrix((table.column("x").to_numpy().astype(np.float64), (rows, i)), shape=(n_users, self.n_items))
         mine = np.arange(b, self.n_items, self.blocks)

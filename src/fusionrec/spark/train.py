@@ -189,9 +189,8 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
 
     blocks = scfg.neighbour_blocks or spark.sparkContext.defaultParallelism
 
-    def neighbours(hl: float | None, kind: str, **params: Any) -> sp.csr_matrix:
-        return sim(St.neighbour_topk(pairs_for(hl), n_items, params.pop("k"), scfg.max_items_per_user, blocks,
-                                     kind, **params))
+    def neighbours(hl: float | None, kind: str, k: int, **params: Any) -> sp.csr_matrix:
+        return sim(St.neighbour_topk(pairs_for(hl), n_items, k, scfg.max_items_per_user, blocks, kind, **params))
 
     def sim(df: Any) -> sp.csr_matrix:
         a = St.to_arrays(df)
@@ -216,11 +215,11 @@ def fit_generators(run: SparkRun, e: Any, cfg: Any, scfg: SparkTrainConfig, user
             state = {"decay": decay, "fallback": fallback * 1e-3}
         elif base == "itemknn":
             hl = c.half_life_days
-            state = {"sim": neighbours(hl, "itemknn", k=c.k, similarity=c.similarity, alpha=c.alpha,
+            state = {"sim": neighbours(hl, "itemknn", c.k, similarity=c.similarity, alpha=c.alpha,
                                        shrink=c.shrink), "fallback": fallback}
         elif base == "rp3beta":
             hl = c.half_life_days
-            w = neighbours(hl, "rp3beta", k=c.k, alpha=c.alpha, beta=c.beta)
+            w = neighbours(hl, "rp3beta", c.k, alpha=c.alpha, beta=c.beta)
             if c.normalize_rows:
                 from fusionrec.candidates.rp3beta import _row_normalised
 
