@@ -20,7 +20,7 @@ GENERATORS = {"pop": {}, "itemknn": {}, "covisit": {}, "als": {"factors": 16, "i
 # one LightGBM thread: two spin-waiting OpenMP threads on a busy 2-core machine turn 0.3 s into minutes
 # the ranker is kept although a shop this small cannot make its gain significant: the tests read its model file
 CONFIG = PipelineConfig(generators=GENERATORS, n_candidates=40, seed=1, ranker={"n_estimators": 50, "num_threads": 1},
-                        ranker_guard_p=1.0)
+                        ranker_guard=False)
 BLEND_TOML = """
 [pipeline]
 fuser = "blend"

@@ -209,11 +209,16 @@ class UserFeatures:
             out[:, 7] = -1.0
         return cls(values=out, views=views, favs=favs, carts=carts, buys=buys, last_seen=ls, now=now)
 
+    def known(self, users: np.ndarray) -> np.ndarray:
+        """Which user indices have features (-1 and users newer than the tables do not)."""
+        users = np.asarray(users, np.int64)
+        return (users >= 0) & (users < self.values.shape[0])
+
     def rows(self, users: np.ndarray) -> np.ndarray:
         """Feature rows for user indices; unknown users (-1) get -1s except zero activity."""
         users = np.asarray(users, np.int64)
         out = np.full((len(users), self.values.shape[1]), -1.0, np.float32)
-        known = (users >= 0) & (users < self.values.shape[0])
+        known = self.known(users)
         out[known] = self.values[users[known]]
         out[~known, 0] = 0.0
         return out
@@ -285,7 +290,7 @@ def pair_features(users: np.ndarray, histories: sp.csr_matrix, rows: np.ndarray,
     h = sp.csr_matrix(histories)
     out[:, 0] = _gather(h, rows, items)
     u = np.asarray(users, np.int64)[rows]
-    known = (u >= 0) & (u < user_f.values.shape[0])
+    known = user_f.known(u)
     if known.any():
         ku, ki = u[known], items[known]
         out[known, 1] = _gather(user_f.views, ku, ki)
