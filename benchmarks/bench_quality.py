@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,39 @@ RUNS: list[dict[str, Any]] = [
      "test_days": 1, "exclude_seen": False, "models": SHOP_GENERATORS + FUSERS, "metric": "recall@20", "anchors": {},
      "below_pop_note": "`trending` (popularity with a 7-day half-life) over a 9-day log ranks nearly the same items "
                        "as popularity; the gap is the few hits above, not a measurable difference."},
+    {"key": "ml-100k", "path": "movielens_100k", "format": "movielens", "protocol": "leave-last-out",
+     "models": ["pop", "itemknn", "rp3beta", "ease", "als", "bpr", "userknn", "content", "embedding", "sasrec"] + FUSERS, "metric": "hr@10",
+     "anchors": {},
+     "note": "Each user's last rating by time is the target (943 users). Not e-commerce: the standard sanity "
+             "set; RecBole's published numbers use a random 8:1:1 split, so none is comparable here.",
+     "below_pop_note": "`content` (TF-IDF over title, year and genres) and `embedding` (MiniLM over titles) know "
+                       "nothing of what is popular: on a film log where the last rating is most often a popular "
+                       "film, a profile of genres and title words ranks obscure look-alikes first. They are there "
+                       "for new items with no ratings, which this split has almost none of."},
+    {"key": "yoochoose", "path": "yoochoose_rsc15_100k", "format": "yoochoose", "protocol": "given",
+     "models": ["pop", "trending", "itemknn", "rp3beta", "covisit", "ease", "als", "userknn", "sasrec"] + FUSERS,
+     "metric": "recall@20", "anchors": {},
+     "note": "Session-based (session-rec's 100k-click sample, its own train/test days): each test session is "
+             "an anonymous visitor queried with all its clicks but the last, which is the target. session-rec "
+             "reports HR@20/MRR@20 over every position of a session, so its figures are not comparable; the "
+             "models' order is."},
+    {"key": "diginetica", "path": "diginetica_cikm16_partial", "format": "diginetica", "protocol": "leave-last-out",
+     "models": ["pop", "trending", "catpop", "itemknn", "rp3beta", "covisit", "als", "content"] + FUSERS,
+     "metric": "recall@20", "anchors": {},
+     "note": "Purchases only (the views and clicks of CIKM Cup 2016 are not in the snapshot): each user's "
+             "last purchase is the target, among users with two or more (1.4 purchases per user on average). "
+             "Most targets are items bought once in the whole log, so every absolute figure is small."},
+    {"key": "ehcf-taobao", "path": "ehcf_taobao_multibehavior", "format": "ehcf",
+     "protocol": "given", "models": ["pop", "itemknn", "rp3beta", "ease", "als", "bpr", "userknn"] + FUSERS,
+     "metric": "hr@10", "anchors": {},
+     "note": "The EHCF split of Taobao: one held-out purchase per user, buys and carts as training signal "
+             "(the view file of the split is not in the snapshot, so EHCF's and GHCF's published numbers, "
+             "which use views, are not comparable)."},
+    {"key": "videogames", "path": "amazon_videogames_sasrec/Video.txt.gz", "format": "s3rec",
+     "protocol": "leave-last-out", "models": ["pop", "itemknn", "rp3beta", "ease", "als", "sasrec"] + FUSERS,
+     "metric": "hr@10", "anchors": {},
+     "note": "SASRec's Amazon Games file, each user's last item as the target, full ranking over all items "
+             "(the SASRec paper ranks 100 sampled negatives, so its HR@10 is not comparable)."},
 ]
 QUICK = ["taobao", "taobao-repeats"]
 
@@ -80,6 +115,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     payload["fusion_tests"] = tests
     payload["config"] = str(config.relative_to(ROOT)) if config.exists() else None
     payload["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    payload["measured_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"quality_{spec['key']}.json").write_text(json.dumps(payload, indent=1, default=str))
     return payload
@@ -146,9 +182,27 @@ def render(spec: dict[str, Any], res: dict[str, Any]) -> list[str]:
         elif gain:
             p = f"p = {gain['p']:.3g}" if gain["p"] > 0 else "p < 0.0001"
             lines.append(f"Ranker kept: NDCG@20 {gain['ndcg@20']:+.4f} over {gain['versus']} on {gain['users']:,} "
-                         f"held-out validation users (paired t-test {p}).")
+                         f"{gain.get('judged_by', 'held-out')} validation users (paired t-test {p}).")
+    if res.get("measured_at"):
+        lines += ["", f"_{spec['key']}: measured {res['measured_at']} in {res.get('wall_seconds', 0):,.0f} s; rerun this "
+                      f"table alone: `FUSIONREC_BENCH_DATASETS={spec['key']} python benchmarks/run.py --only quality`._"]
     lines.append("")
     return lines
+
+
+def previous_tables(path: Path = ROOT / "BENCHMARKS.md") -> dict[str, str]:
+    """Each dataset's table block as BENCHMARKS.md has it now, by key: a dataset whose saved run is not in
+    benchmarks/out (a fresh clone) keeps its published table instead of vanishing from the section."""
+    if not path.exists():
+        return {}
+    m = re.search(r"<!-- section:quality -->\n(.*?)<!-- /section:quality -->", path.read_text(), flags=re.S)
+    if not m:
+        return {}
+    blocks: dict[str, str] = {}
+    for part in re.split(r"(?m)^(?=### )", m.group(1))[1:]:
+        key = part[4:].split(" ", 1)[0]
+        blocks[key] = re.split(r"(?m)^_(?:Re-rendered|Measured) ", part)[0].rstrip()  # not the section's stamp
+    return blocks
 
 
 def _below_popularity(spec: dict[str, Any], res: dict[str, Any], gens: list[str]) -> list[str]:
@@ -196,7 +250,11 @@ def run(quick: bool = False) -> str:
              "the ranker's NDCG@20 gain over the generator that ranks the whole validation window best is "
              "significant on the validation users held out from the ranker (paired t-test p < 0.05); otherwise it "
              "serves that generator, and the line under the table says so (Amazon-CDs was run before the "
-             "evaluation recorded fit reports and the reach: no such lines there).", ""]
+             "evaluation recorded fit reports and the reach: no such lines there). A table with its own 'measured' "
+             "line was run alone at that time (`FUSIONREC_BENCH_DATASETS=<key>`); the others come from the "
+             "section's full run of 2026-11-28 or earlier, kept as published when their saved runs are not in "
+             "benchmarks/out.", ""]
+    previous = previous_tables()
     for spec in RUNS:
         path = OUT / f"quality_{spec['key']}.json"
         if spec in specs:
@@ -204,6 +262,9 @@ def run(quick: bool = False) -> str:
             res = run_one(spec)
         elif path.exists():
             res = json.loads(path.read_text())
+        elif spec["key"] in previous:
+            lines += [previous[spec["key"]], ""]
+            continue
         else:
             continue
         lines += render(spec, res)

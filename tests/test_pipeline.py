@@ -122,23 +122,53 @@ def test_ranker_guard_serves_the_best_generator_when_the_ranker_loses_on_validat
 
 def test_ranker_guard_asks_for_a_significant_gain_on_held_out_users(shop_data, fitted):
     gain = fitted.report_["ranker_gain_heldout"]
-    assert gain["users"] >= 10 and gain["versus"] in GENS
+    assert gain["users"] >= 10 and gain["versus"] in GENS and gain["judged_by"] == "held-out"
     heldout = fitted.report_["valid_ndcg@20_heldout_per_generator"]
     assert gain["ndcg@20"] == pytest.approx(fitted.report_["valid_ndcg@20_heldout_users"] - heldout[gain["versus"]],
                                             abs=2e-4)
     # no gain is significant at p < 1e-300: the same ranker is then guarded, and the report says why
+    # (ranker_guard_cv_users = 0: judged on the held-out fifth, as every pipeline with 5,000+ ranker users is)
     strict = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker={"n_estimators": 60},
-                                          ranker_guard_p=1e-300)).fit(shop_data)
-    # (the default, 0.05, guards it too: 30 held-out users)
+                                          ranker_guard_p=1e-300, ranker_guard_cv_users=0)).fit(shop_data)
     assert strict.fuser_.kind == "best" and "p = " in strict.report_["ranker_guard"]
     assert strict.report_["ranker_gain_heldout"] == gain  # the same ranker, judged differently
-    # p < 1 keeps the ranker exactly when its held-out gain is positive
-    lenient = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker={"n_estimators": 60},
-                                           ranker_guard_p=1.0)).fit(shop_data)
-    assert lenient.report_["ranker_gain_heldout"] == gain
-    assert (lenient.fuser_.kind == "lambdarank") == (gain["ndcg@20"] > 0)
     with pytest.raises(Exception, match="ranker_guard_p"):
         PipelineConfig(generators=GENS, ranker_guard_p=0.0)
+
+
+def test_ranker_guard_judges_a_small_shop_by_out_of_fold_predictions_over_every_ranker_user(shop_data, fitted):
+    # 187 ranker users: the held-out fifth (37) decides nothing, so every user is ranked by a ranker that
+    # never saw them (5 folds) and the paired test runs over all of them
+    pipe = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker={"n_estimators": 60},
+                                        ranker_guard_p=1.0)).fit(shop_data)
+    rep = pipe.report_
+    gain = rep["ranker_gain_heldout"]
+    assert "out-of-fold" in gain["judged_by"] and gain["users"] == rep["train_users"]
+    assert gain["users"] > 3 * fitted.report_["ranker_gain_heldout"]["users"]
+    oof = rep["valid_ndcg@20_out_of_fold"]
+    assert gain["ndcg@20"] == pytest.approx(oof["ranker"] - oof[gain["versus"]], abs=2e-4)
+    # the generator is scored on the same users as in the whole window, so it is that window's figure
+    assert oof[gain["versus"]] == pytest.approx(rep["valid_ndcg@20_per_generator"][gain["versus"]], abs=2e-4)
+    # p < 1 keeps the ranker exactly when that gain is positive; the served ranker is the one fitted on
+    # four fifths (the folds only judge), so it equals the unguarded pipeline's
+    assert (pipe.fuser_.kind == "lambdarank") == (gain["ndcg@20"] > 0)
+    if pipe.fuser_.kind == "lambdarank":
+        assert pipe.fuser_.save_text() == fitted.fuser_.save_text()
+    with pytest.raises(Exception, match="ranker_guard_folds"):
+        PipelineConfig(generators=GENS, ranker_guard_folds=2)
+
+
+def test_anonymous_queries_train_the_ranker_as_sessions_are_served(shop_data, fitted):
+    # a session-based shop queries without user ids: the ranker then learns from its training users
+    # queried the same way, so nothing it learns rests on per-user features an anonymous visitor lacks
+    pipe = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker={"n_estimators": 60},
+                                        ranker_guard=False, anonymous_queries=True)).fit(shop_data)
+    per_user = [f for f in FusedPipeline.feature_names(list(GENS))
+                if f.startswith("user_") or f in ("ui_views", "ui_favs", "ui_carts", "ui_buys", "ui_days_since")]
+    assert sum(fitted.fuser_.feature_importance()[f] for f in per_user) > 0  # a known-user ranker uses them
+    imp = pipe.fuser_.feature_importance()
+    assert all(imp[f] == 0 for f in per_user)  # the same for every training row: never split on
+    assert imp["ui_cat_affinity"] + sum(v for k, v in imp.items() if k.endswith("_score_norm")) > 0
 
 
 def test_mmr_diversifies_by_item_neighbourhoods_when_the_catalogue_has_no_categories():
