@@ -73,7 +73,10 @@ RUNS: list[dict[str, Any]] = [
      "metric": "recall@20", "anchors": {},
      "note": "Purchases only (the views and clicks of CIKM Cup 2016 are not in the snapshot): each user's "
              "last purchase is the target, among users with two or more (1.4 purchases per user on average). "
-             "Most targets are items bought once in the whole log, so every absolute figure is small."},
+             "Most targets are items bought once in the whole log, so every absolute figure is small.",
+     "below_pop_note": "`trending` ranks what sold in the last weeks of a months-long log (7-day half-life), while "
+                       "leave-last-out takes each user's last purchase wherever it falls in those months: the "
+                       "split is not a time cut, so what is trending at the end is not what these users bought."},
     {"key": "ehcf-taobao", "path": "ehcf_taobao_multibehavior", "format": "ehcf",
      "protocol": "given", "models": ["pop", "itemknn", "rp3beta", "ease", "als", "bpr", "userknn"] + FUSERS,
      "metric": "hr@10", "anchors": {},
