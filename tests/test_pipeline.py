@@ -171,6 +171,26 @@ def test_anonymous_queries_train_the_ranker_as_sessions_are_served(shop_data, fi
     assert imp["ui_cat_affinity"] + sum(v for k, v in imp.items() if k.endswith("_score_norm")) > 0
 
 
+def test_target_behaviors_label_the_ranker_and_define_seen(shop_data):
+    # a shop that sells what was viewed or carted aims at purchases: only buys are held out as labels and
+    # only buys are "already had"; views and carts stay history, and their items stay candidates
+    pipe = FusedPipeline(PipelineConfig(generators=GENS, holdout="random", seed=1, target_behaviors=["buy"]))
+    pre, labels, _ = pipe._holdout(shop_data)
+    ev = shop_data.events
+    assert set(np.unique(labels.data)) == {4.0}  # the buy grade only
+    non_buy = int((ev["behavior"] != "buy").sum())
+    assert int((pre.events["behavior"] != "buy").sum()) == non_buy  # no view or cart was held out
+    assert int((pre.events["behavior"] == "buy").sum()) < int((ev["behavior"] == "buy").sum())
+    seen = pipe.seen_matrix(pre)
+    buys = pre.events.filter(pl.col("behavior") == "buy")
+    assert seen.nnz == buys.select(["user_idx", "item_idx"]).unique().height
+    assert seen.nnz < pre.matrix().nnz  # viewed-only items are not seen
+    fitted = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, holdout="random",
+                                          ranker={"n_estimators": 30}, ranker_guard=False,
+                                          target_behaviors=["buy"])).fit(shop_data)
+    assert fitted.report_["train_users"] >= 10
+
+
 def test_mmr_diversifies_by_item_neighbourhoods_when_the_catalogue_has_no_categories():
     from fusionrec.rerank.rules import Reranker, RerankConfig
 

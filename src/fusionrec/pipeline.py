@@ -75,6 +75,10 @@ class PipelineConfig:
     #: features, generators answer from the history alone), as a session-based shop queries it; off, a
     #: ranker trained on known users meets features it never saw (-1s) on every anonymous session
     anonymous_queries: bool = False
+    #: the behaviours recommendations aim at (None: every behaviour). Only these label the ranker and
+    #: count as seen (excluded from its candidates); the others stay history and features. A shop that
+    #: sells what was carted says ["buy"]: a carted item is then a candidate the ranker learns to rank
+    target_behaviors: list[str] | None = None
     #: lambdarank only: keep the best single generator instead when the ranker does not beat it on
     #: validation users it was not trained on (a decision made on validation data only, in the fit report)
     ranker_guard: bool = True
@@ -225,6 +229,8 @@ class FusedPipeline(CandidateGenerator):
             mode = "time" if data.has_time else "random"
         if mode == "time" and not data.has_time:
             raise ConfigError("holdout 'time' needs timestamps; use 'last' or 'random' for this dataset")
+        eligible = (ev[S.BEHAVIOR].is_in(self.cfg.target_behaviors).to_numpy() if self.cfg.target_behaviors
+                    else np.ones(ev.height, bool))
         if mode == "time":
             t = ev[TIME].to_numpy()
             lo, hi = np.nanmin(t), np.nanmax(t)
@@ -233,7 +239,9 @@ class FusedPipeline(CandidateGenerator):
             held = t > cut
             how = f"time: the last {days:.2f} days of training data label the ranker"
         else:
-            pos = ev.select(pl.int_range(pl.len()).over(USER_IDX).alias("p"), pl.len().over(USER_IDX).alias("n"))
+            # positions among each user's events of the target behaviours (all events without them)
+            pos = ev.with_columns(pl.Series("_e", eligible)).select(
+                pl.int_range(pl.len()).over([USER_IDX, "_e"]).alias("p"), pl.len().over([USER_IDX, "_e"]).alias("n"))
             p, n = pos["p"].to_numpy(), pos["n"].to_numpy()
             if mode == "last":
                 held = (p == n - 1) & (n >= 3)
@@ -242,6 +250,7 @@ class FusedPipeline(CandidateGenerator):
                 rng = np.random.default_rng(self.cfg.seed)
                 held = (rng.random(len(p)) < self.cfg.valid_share) & (n >= 3)
                 how = f"random: {self.cfg.valid_share:.0%} of each user's training items label the ranker"
+        held &= eligible
         pre = data.subset(~held)
         lab_ev = ev.filter(pl.Series(held))
         grade = lab_ev[S.BEHAVIOR].replace_strict(self.cfg.label_grades, default=1, return_dtype=pl.Float32).to_numpy()
@@ -261,11 +270,12 @@ class FusedPipeline(CandidateGenerator):
         gens = self._fitted_generators(pre)
         report["stage1_fit_seconds"] = round(time.perf_counter() - t0, 2)
         hist = pre.matrix()
+        seen = self.seen_matrix(pre)
         has_hist = np.diff(hist.indptr) > 0
         has_label = np.diff(labels.indptr) > 0
         if cfg.exclude_seen:
             # targets the user already had are excluded at serving time, so they cannot be learned from
-            labels = labels - labels.multiply(hist > 0)
+            labels = labels - labels.multiply(seen > 0)
             labels.eliminate_zeros()
             has_label = np.diff(labels.indptr) > 0
         users = np.flatnonzero(has_hist & has_label)
@@ -277,23 +287,35 @@ class FusedPipeline(CandidateGenerator):
                               "the ranker cannot be trained (try holdout='random' or more data)")
         item_f = ItemFeatures.build(pre)
         user_f = UserFeatures.build(pre, item_f)
-        self.learn_fuser_from(gens, users, hist[users], labels[users], item_f, user_f, report, rng)
+        self.learn_fuser_from(gens, users, hist[users], labels[users], item_f, user_f, report, rng,
+                              seen=seen[users])
+
+    def seen_matrix(self, data: Interactions) -> sp.csr_matrix:
+        """[users, items] what counts as already had: events of the target behaviours (all by default)."""
+        if not self.cfg.target_behaviors:
+            return data.matrix()
+        ev = data.events.filter(pl.col(S.BEHAVIOR).is_in(self.cfg.target_behaviors))
+        m = sp.csr_matrix((np.ones(ev.height, np.float32), (ev[USER_IDX].to_numpy(), ev[ITEM_IDX].to_numpy())),
+                          shape=(data.n_users, data.n_items))
+        m.sum_duplicates()
+        return m
 
     def learn_fuser_from(self, gens: dict[str, CandidateGenerator], users: np.ndarray, h: sp.csr_matrix,
                          lab: sp.csr_matrix, item_f: ItemFeatures, user_f: UserFeatures, report: dict[str, Any],
-                         rng: np.random.Generator) -> None:
+                         rng: np.random.Generator, seen: sp.csr_matrix | None = None) -> None:
         """Learn the fuser from stage-1 generators: `users` (their index), `h` their histories before the
-        validation cut and `lab` their graded labels after it, one row per user. The embedded fit and the
-        Spark engine both end here."""
+        validation cut, `lab` their graded labels after it and `seen` what they already had (default `h`),
+        one row per user. The embedded fit and the Spark engine both end here."""
         cfg = self.cfg
+        seen = h if seen is None else seen
         if cfg.fuser == "lambdarank":
             # early stopping on held-out users: a fifth of the groups, never a user in both sets. They go
             # last, so the training rows are X[:n], a view: the boolean-mask copy was gigabytes at 20k users
             val_users = rng.random(len(users)) < 0.2
             order = np.argsort(val_users, kind="stable")
-            users, h, lab, val_users = users[order], h[order], lab[order], val_users[order]
+            users, h, lab, seen, val_users = users[order], h[order], lab[order], seen[order], val_users[order]
         queried = np.full(len(users), -1, np.int64) if cfg.anonymous_queries else users
-        table = self._candidate_table(gens, queried, h, exclude=h if cfg.exclude_seen else None)
+        table = self._candidate_table(gens, queried, h, exclude=seen if cfg.exclude_seen else None)
         y = np.asarray(lab[table.rows, table.items], np.float32).ravel()
         n_relevant = np.diff(lab.indptr)
         recall = float(np.mean(np.bincount(table.rows, weights=(y > 0), minlength=len(users))

@@ -316,6 +316,9 @@ def fit_pipeline(run: SparkRun, cfg: Any = None, scfg: SparkTrainConfig | None =
         if mode != "time":
             raise ConfigError(f"holdout {mode!r}: the Spark engine builds the ranker's training set with the "
                               "temporal protocol only; the data needs timestamps (holdout = \"time\" or \"auto\")")
+        if cfg.target_behaviors:
+            raise ConfigError("target_behaviors: the Spark engine labels the ranker with every behaviour; "
+                              "train this pipeline with the embedded engine, or leave target_behaviors unset")
         cut, days = St.holdout_cut(e, cfg.valid_days)
         report["holdout"] = f"time: the last {days:.2f} days of training data label the ranker"
         say("holdout: labels and the ranker's user sample")
