@@ -204,7 +204,7 @@ class FusedPipeline(CandidateGenerator):
         t0 = time.perf_counter()
         report: dict[str, Any] = {"fuser": self.cfg.fuser}
         key = ("holdout", _fingerprint(data), self.cfg.holdout, self.cfg.valid_days, self.cfg.valid_share, self.cfg.seed,
-               tuple(sorted(self.cfg.label_grades.items())))
+               tuple(sorted(self.cfg.label_grades.items())), tuple(self.cfg.target_behaviors or ()))
         pre, labels, how = _cached(key, lambda: self._holdout(data))
         report["holdout"] = how
         if self.cfg.fuser != "rrf":
