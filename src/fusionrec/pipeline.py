@@ -294,11 +294,7 @@ class FusedPipeline(CandidateGenerator):
         """[users, items] what counts as already had: events of the target behaviours (all by default)."""
         if not self.cfg.target_behaviors:
             return data.matrix()
-        ev = data.events.filter(pl.col(S.BEHAVIOR).is_in(self.cfg.target_behaviors))
-        m = sp.csr_matrix((np.ones(ev.height, np.float32), (ev[USER_IDX].to_numpy(), ev[ITEM_IDX].to_numpy())),
-                          shape=(data.n_users, data.n_items))
-        m.sum_duplicates()
-        return m
+        return data.subset(data.events[S.BEHAVIOR].is_in(self.cfg.target_behaviors).to_numpy()).matrix()
 
     def learn_fuser_from(self, gens: dict[str, CandidateGenerator], users: np.ndarray, h: sp.csr_matrix,
                          lab: sp.csr_matrix, item_f: ItemFeatures, user_f: UserFeatures, report: dict[str, Any],
