@@ -85,7 +85,7 @@ def _ranking(quick: bool) -> list[str]:
         t2 = time.perf_counter()
         X = pipe._features(table, users, hist, pipe.item_features_, pipe.user_features_)
         t3 = time.perf_counter()
-        fused = pipe.fuser_.predict(X)
+        fused = pipe.fuser_.predict(X, table)
         t4 = time.perf_counter()
         top_per_row(table.rows, table.items, fused, 1, 10)
         t5 = time.perf_counter()

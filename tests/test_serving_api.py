@@ -383,6 +383,51 @@ def test_delete_user_removes_events_model_state_and_history(client, state):
     assert all(it["reasons"][0]["type"] == "fallback" for it in answer["items"])
 
 
+# -- the answer cache ---------------------------------------------------------------------------------
+
+def test_a_returning_user_gets_the_kept_answer_until_what_it_depends_on_changes(client, state):
+    user = _active_user(state, rank=6)
+    cache = state.recommender.cache
+    first = client.get(f"/recommendations/{user}", params={"k": 8}).json()
+    hits, misses = cache.hits, cache.misses
+    assert client.get(f"/recommendations/{user}", params={"k": 8}).json() == first
+    assert (cache.hits, cache.misses) == (hits + 1, misses)
+    client.get(f"/recommendations/{user}", params={"k": 9})  # other parameters: computed
+    assert cache.misses == misses + 1
+    top = _ids(first)[0]
+    client.post("/events", json={"user_id": user, "item_id": top, "behavior": "buy"}, headers=AUTH)
+    after = client.get(f"/recommendations/{user}", params={"k": 8}).json()  # the event: computed again
+    assert cache.misses == misses + 2 and top not in _ids(after)
+    assert 'fusionrec_answer_cache_lookups{result="hit"}' in client.get("/metrics").text
+    assert user in cache
+    client.delete(f"/users/{user}", headers=AUTH)
+    assert user not in cache  # nothing derived from a forgotten user is kept
+
+
+def test_answer_cache_expiry_eviction_and_off():
+    from fusionrec.errors import ConfigError
+    from fusionrec.serving.answer_cache import AnswerCache
+
+    now = [0.0]
+    cache = AnswerCache(seconds=30, users=2, clock=lambda: now[0])
+    cache.put("a", ("v1", 0), ["x"])
+    assert cache.get("a", ("v1", 0)) == ["x"] and cache.get("a", ("v1", 1)) is None  # another key misses
+    now[0] = 31.0
+    assert cache.get("a", ("v1", 0)) is None  # expired
+    cache.put("a", 1, "A")
+    cache.put("b", 1, "B")
+    cache.get("a", 1)  # a is now the most recently used
+    cache.put("c", 1, "C")
+    assert "b" not in cache and cache.get("a", 1) == "A" and cache.get("c", 1) == "C" and len(cache) == 2
+    off = AnswerCache(seconds=0, users=10)
+    off.put("a", 1, "A")
+    assert off.get("a", 1) is None and len(off) == 0
+    with pytest.raises(ConfigError, match="answer_cache_seconds"):
+        ServingSettings(answer_cache_seconds=-1)
+    with pytest.raises(ConfigError, match="answer_cache_users"):
+        ServingSettings(answer_cache_users="many")
+
+
 # -- metrics ---------------------------------------------------------------------------------------------
 
 def test_metrics_in_prometheus_format(client, state):

@@ -35,7 +35,7 @@ from fusionrec.features.tables import ITEM_FEATURES, PAIR_FEATURES, USER_FEATURE
 from fusionrec.rerank.explain import Explanation
 from fusionrec.rerank.rules import ItemCatalog, RequestFilters, Reranker, RerankConfig
 from fusionrec.ranking.fusers import (BestSingle, CandidateTable, LambdaRankFuser, LinearBlend, ReciprocalRankFusion,
-                                      ndcg_on_table, ndcg_per_row, top_per_row)
+                                      ndcg_on_table, ndcg_per_row, sub_table, top_per_row)
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -91,6 +91,12 @@ class PipelineConfig:
     #: each of `ranker_guard_folds` folds ranked by a ranker trained and early-stopped on the other folds
     ranker_guard_cv_users: int = 5000
     ranker_guard_folds: int = 5
+    #: what the ranker's trees start from: "zero", or "blend": a linear blend of the generators'
+    #: normalised scores, weights tuned on the ranker's training users, whose scores the trees then
+    #: correct (LightGBM's init_score). On few users the blend start needs fewer trees (ML-100K
+    #: validation out-of-fold NDCG@20 0.1518 vs 0.1433); the blend favours items several generators
+    #: propose, so a new item that only content proposes ranks lower than with "zero"
+    ranker_start: str = "zero"
     #: the ranker's label per behaviour in the validation window (a pair's best behaviour counts), from
     #: 1 to 8; e.g. every behaviour 1 when a view is worth as much as a purchase to the shop
     label_grades: dict[str, int] = field(default_factory=lambda: dict(GRADES))
@@ -110,6 +116,8 @@ class PipelineConfig:
             raise ConfigError("n_candidates must be at least 1")
         if not 0.0 < self.ranker_guard_p <= 1.0:
             raise ConfigError(f"ranker_guard_p: a p-value threshold in (0, 1], got {self.ranker_guard_p!r}")
+        if self.ranker_start not in ("blend", "zero"):
+            raise ConfigError(f"ranker_start: {self.ranker_start!r} is not one of blend, zero")
         if self.ranker_guard_folds < 3:
             raise ConfigError(f"ranker_guard_folds: at least 3 (train, early stopping, judged), "
                               f"got {self.ranker_guard_folds!r}")
@@ -335,11 +343,13 @@ class FusedPipeline(CandidateGenerator):
             va = val_users[table.rows]
             cut = int(np.searchsorted(table.rows, int((~val_users).sum())))  # rows sorted by user
             t1 = time.perf_counter()
-            self.fuser_ = LambdaRankFuser(cfg.ranker, seed=cfg.seed).fit(
-                X[:cut], y[:cut], table.rows[:cut], X[cut:], y[cut:], table.rows[cut:], names)
+            self.fuser_ = self._fit_ranker(X, y, table, n_relevant, slice(0, cut), slice(cut, None), names)
             report["ranker_seconds"] = round(time.perf_counter() - t1, 2)
             report["ranker_trees"] = int(self.fuser_.booster_.current_iteration())
-            fused = self.fuser_.predict(X)
+            if self.fuser_.start_ is not None:
+                report["ranker_start_blend_weights"] = dict(zip(table.generators,
+                                                                map(float, self.fuser_.start_.weights_)))
+            fused = self.fuser_.predict(X, table)
             vr = np.flatnonzero(val_users)
             sel = va
             remap = -np.ones(len(users), np.int64)
@@ -357,7 +367,7 @@ class FusedPipeline(CandidateGenerator):
             best = int(np.argmax(per_gen))
             judged_by, base_rows, base = "held-out", alone_rows[best], alone[best]
             if cfg.ranker_guard and len(users) < cfg.ranker_guard_cv_users:
-                oof = self._out_of_fold(X, y, table.rows, len(users), names, rng)
+                oof = self._out_of_fold(X, y, table, n_relevant, names, rng)
                 ranker_rows = ndcg_per_row(table.rows, oof, y, n_relevant)
                 base_rows = ndcg_per_row(table.rows, np.nan_to_num(table.scores[:, best], nan=-1e30), y, n_relevant)
                 ranker, base = float(ranker_rows.mean()), float(base_rows.mean())
@@ -380,14 +390,30 @@ class FusedPipeline(CandidateGenerator):
                 fused = self.fuser_.predict(table)
         report["valid_ndcg@20_fused_in_sample"] = round(ndcg_on_table(table.rows, fused, y, n_relevant), 4)
 
-    def _out_of_fold(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, n_users: int, names: list[str],
-                     rng: np.random.Generator) -> np.ndarray:
+    def _fit_ranker(self, X: np.ndarray, y: np.ndarray, table: CandidateTable, n_relevant: np.ndarray,
+                    train: slice | np.ndarray, stop: slice | np.ndarray, names: list[str]) -> LambdaRankFuser:
+        """A ranker trained on the pairs `train` and early-stopped on the pairs `stop` (slices keep the
+        training rows views of X; masks copy), started from a blend tuned on the `train` pairs alone."""
+        start = init = None
+        if self.cfg.ranker_start == "blend":
+            mask = np.zeros(len(table.rows), bool)
+            mask[train] = True
+            sub, old_rows = sub_table(table, mask)
+            start = LinearBlend().fit(sub, y[mask], n_relevant[old_rows])
+            init = start.predict(table).astype(np.float64)
+        return LambdaRankFuser(self.cfg.ranker, seed=self.cfg.seed).fit(
+            X[train], y[train], table.rows[train], X[stop], y[stop], table.rows[stop], names, start=start,
+            init=None if init is None else init[train], init_val=None if init is None else init[stop])
+
+    def _out_of_fold(self, X: np.ndarray, y: np.ndarray, table: CandidateTable, n_relevant: np.ndarray,
+                     names: list[str], rng: np.random.Generator) -> np.ndarray:
         """The ranker's score of every candidate from a ranker that never saw its user: users are dealt into
         folds; fold f is scored by a ranker trained on the folds other than f and f + 1, early-stopped on
         f + 1. What the guard tests is the procedure (a ranker on three fifths of the users), a little
         weaker than the final ranker (four fifths), so the guard errs towards the single generator."""
         k = self.cfg.ranker_guard_folds
-        fold = rng.permutation(n_users) % k
+        rows = table.rows
+        fold = rng.permutation(table.n_rows) % k
         of_row = fold[rows]
         out = np.zeros(len(rows), np.float32)
         for f in range(k):
@@ -395,9 +421,8 @@ class FusedPipeline(CandidateGenerator):
             train = ~judged & ~stop
             if not judged.any() or not stop.any() or not train.any():
                 continue
-            r = LambdaRankFuser(self.cfg.ranker, seed=self.cfg.seed).fit(
-                X[train], y[train], rows[train], X[stop], y[stop], rows[stop], names)
-            out[judged] = r.predict(X[judged])
+            r = self._fit_ranker(X, y, table, n_relevant, train, stop, names)
+            out[judged] = r.predict(X[judged], sub_table(table, judged)[0])  # whole users: same normalisation
         return out
 
     # -- candidates and features --------------------------------------------------------------
@@ -461,7 +486,7 @@ class FusedPipeline(CandidateGenerator):
         table = self._candidate_table(self.generators_, users, histories, exclude, live=live)
         if isinstance(self.fuser_, LambdaRankFuser):
             X = self._features(table, users, histories, self.item_features_, self.user_features_)
-            return table, self.fuser_.predict(X)
+            return table, self.fuser_.predict(X, table)
         return table, self.fuser_.predict(table)
 
     def recommend(self, users: np.ndarray, histories: sp.csr_matrix | None, n: int,
@@ -572,6 +597,8 @@ class FusedPipeline(CandidateGenerator):
         if isinstance(self.fuser_, LambdaRankFuser):
             (folder / "ranker.txt").write_text(self.fuser_.save_text())
             fuser["features"] = self.fuser_.feature_names_
+            if self.fuser_.start_ is not None:
+                fuser["start_weights"] = [float(w) for w in self.fuser_.start_.weights_]  # type: ignore[union-attr]
         elif isinstance(self.fuser_, LinearBlend):
             fuser["weights"] = [float(w) for w in self.fuser_.weights_]  # type: ignore[union-attr]
         elif isinstance(self.fuser_, BestSingle):
@@ -600,6 +627,9 @@ class FusedPipeline(CandidateGenerator):
         if fuser["kind"] == "lambdarank":
             f = LambdaRankFuser(obj.cfg.ranker, seed=obj.cfg.seed)
             f.load_text((folder / "ranker.txt").read_text(), fuser["features"])
+            if "start_weights" in fuser:
+                f.start_ = LinearBlend()
+                f.start_.weights_ = np.asarray(fuser["start_weights"], np.float64)
             obj.fuser_ = f
         elif fuser["kind"] == "blend":
             b = LinearBlend()

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CandidateTable", "LambdaRankFuser", "LinearBlend", "ReciprocalRankFusion", "BestSingle",
+__all__ = ["CandidateTable", "sub_table", "LambdaRankFuser", "LinearBlend", "ReciprocalRankFusion", "BestSingle",
            "ndcg_on_table", "ndcg_per_row", "top_per_row"]
 
 
@@ -51,6 +51,14 @@ class CandidateTable:
             span = (hi - lo)[self.rows[ok]]
             out[ok, g] = np.where(span > 0, (col[ok] - lo[self.rows[ok]]) / np.where(span > 0, span, 1), 1.0)
         return out
+
+
+def sub_table(table: CandidateTable, keep: np.ndarray) -> tuple[CandidateTable, np.ndarray]:
+    """The pairs of `table` where `keep` (a pair mask), rows renumbered 0..n-1 in order; also the old row
+    index of each new row (to pick per-row arrays such as the number of relevant items)."""
+    old_rows, new_rows = np.unique(table.rows[keep], return_inverse=True)
+    return CandidateTable(rows=new_rows.astype(np.int64), items=table.items[keep], scores=table.scores[keep],
+                          ranks=table.ranks[keep], generators=table.generators, n_rows=len(old_rows)), old_rows
 
 
 def top_per_row(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int
@@ -108,9 +116,15 @@ class LambdaRankFuser:
         self.seed = seed
         self.booster_: Any = None
         self.feature_names_: list[str] = []
+        #: the linear blend the trees start from (boosting from its scores, LightGBM's init_score), or
+        #: None: the trees alone
+        self.start_: LinearBlend | None = None
 
     def fit(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-            rows_val: np.ndarray, feature_names: list[str]) -> "LambdaRankFuser":
+            rows_val: np.ndarray, feature_names: list[str], start: "LinearBlend | None" = None,
+            init: np.ndarray | None = None, init_val: np.ndarray | None = None) -> "LambdaRankFuser":
+        """Fit on (X, y) grouped by `rows`, early-stopped on the held-out groups. With `start`, the trees
+        learn what the blend gets wrong: `init` / `init_val` are its scores of the training / held-out pairs."""
         import lightgbm as lgb
 
         params = dict(self.params)
@@ -123,14 +137,24 @@ class LambdaRankFuser:
         model = lgb.LGBMRanker(objective="lambdarank", random_state=self.seed, verbose=-1,
                                deterministic=True, force_row_wise=True, label_gain=[0, 1, 2, 3, 4, 5, 6, 7, 8],
                                **params)
+        if (start is None) != (init is None) or (init is None) != (init_val is None):
+            raise ValueError("boosting from a blend needs the blend and its scores of both pair sets")
         model.fit(X, y, group=_group_sizes(rows), eval_X=(X_val,), eval_y=(y_val,), eval_group=[_group_sizes(rows_val)],
-                  eval_at=eval_at, feature_name=self.feature_names_,
+                  eval_at=eval_at, feature_name=self.feature_names_, init_score=init,
+                  eval_init_score=None if init_val is None else [init_val],
                   callbacks=[lgb.early_stopping(stop, first_metric_only=True, verbose=False)])
         self.booster_ = model.booster_
+        self.start_ = start
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster_.predict(X, num_threads=int(self.params.get("num_threads", 1))), np.float32)
+    def predict(self, X: np.ndarray, table: CandidateTable | None = None) -> np.ndarray:
+        """Fused scores of the pairs in X (rows of `table`, which a ranker started from a blend needs)."""
+        out = np.asarray(self.booster_.predict(X, num_threads=int(self.params.get("num_threads", 1))), np.float32)
+        if self.start_ is not None:
+            if table is None:
+                raise ValueError("this ranker boosts from a linear blend: predict needs the candidate table")
+            out += self.start_.predict(table)
+        return out
 
     def feature_importance(self) -> dict[str, float]:
         gain = self.booster_.feature_importance(importance_type="gain")

@@ -143,6 +143,7 @@ class HistoryStore:
         self._live: dict[int, list[tuple[int, int, float, int]]] = {}
         self._live_seq = 0  # sequence number of the newest live event
         self._masked: set[int] = set()  # users forgotten: their stored rows no longer count
+        self._revisions: dict[int, int] = {}  # per user code: bumped by each live event and by forget
         self._lock = threading.Lock()
         self._trend = np.zeros(max(len(items), 1) * 2, np.float64)
         self._trend[:len(trend)] = trend
@@ -248,6 +249,12 @@ class HistoryStore:
         with self._lock:
             return self._live_seq
 
+    def revision(self, user_id: str) -> int:
+        """A number that changes whenever the user's history does (a live event, being forgotten):
+        what an answer computed from the history depends on (see serving/answer_cache.py)."""
+        code = self.users.index(user_id)
+        return self._revisions.get(code, 0) if code >= 0 else -1
+
     def history(self, user_id: str, learned_through: int = 0) -> UserHistory | None:
         """The user's events, oldest first (at most `max_events`, the newest), or None for an unknown user.
 
@@ -326,6 +333,7 @@ class HistoryStore:
                     live = self._live[u] = []
                 self._live_seq += 1
                 live.append((i, b, t, self._live_seq))
+                self._revisions[u] = self._revisions.get(u, 0) + 1
                 if len(live) > self.max_events:
                     del live[0]
                 w = float(self._weights[b])
@@ -348,6 +356,7 @@ class HistoryStore:
             had = bool(self._live.pop(code, None)) or (code < base.n_users and code not in self._masked
                                                        and base.indptr[code + 1] > base.indptr[code])
             self._masked.add(code)
+            self._revisions[code] = self._revisions.get(code, 0) + 1
         return had
 
     def rebase(self, through: int) -> int:

@@ -30,6 +30,8 @@ class ServingMetrics:
         self.impressions = Counter("fusionrec_ab_impressions_total", "A/B impressions", ["experiment", "variant"],
                                    registry=r)
         self.retrains = Counter("fusionrec_retrains_total", "Background retrains by outcome", ["outcome"], registry=r)
+        self.answer_cache = Gauge("fusionrec_answer_cache_lookups", "GET /recommendations answers found in the "
+                                  "answer cache (hit) or computed (miss), since the start", ["result"], registry=r)
         self.forgotten = Counter("fusionrec_users_forgotten_total", "Users forgotten", registry=r)
 
     def set_model(self, version: str | None) -> None:

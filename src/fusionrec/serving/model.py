@@ -20,21 +20,13 @@ __all__ = ["ServingModel"]
 log = logging.getLogger("fusionrec.serving")
 
 
-class _OneThreadRanker(LambdaRankFuser):
-    """The LambdaRank fuser predicting on one thread: requests already run in parallel, and OpenMP
-    threads that spin-wait for each other make a 0.1 ms prediction take milliseconds on a busy machine."""
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster_.predict(X, num_threads=1), np.float32)
-
-
 def one_thread_per_request(pipeline: Any) -> None:
-    """Make a loaded pipeline answer each request on one thread (the ranker and factor-model fold-ins)."""
+    """Make a loaded pipeline answer each request on one thread (the ranker and factor-model fold-ins):
+    requests already run in parallel, and OpenMP threads that spin-wait for each other make a 0.1 ms
+    prediction take milliseconds on a busy machine."""
     fuser = pipeline.fuser_
-    if type(fuser) is LambdaRankFuser:
-        single = _OneThreadRanker(fuser.params, seed=fuser.seed)
-        single.booster_, single.feature_names_ = fuser.booster_, fuser.feature_names_
-        pipeline.fuser_ = single
+    if isinstance(fuser, LambdaRankFuser):
+        fuser.params = {**fuser.params, "num_threads": 1}
     for gen in pipeline.generators_.values():
         cfg = getattr(gen, "cfg", None)
         if dataclasses.is_dataclass(cfg) and "num_threads" in {f.name for f in dataclasses.fields(cfg)}:

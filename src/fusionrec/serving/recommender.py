@@ -14,6 +14,7 @@ import numpy as np
 
 from fusionrec.candidates.base import Query
 from fusionrec.rerank.rules import RequestFilters
+from fusionrec.serving.answer_cache import AnswerCache
 from fusionrec.serving.histories import VERBS, HistoryStore, UserHistory
 from fusionrec.serving.model import ServingModel
 
@@ -33,10 +34,11 @@ class Recommender:
     """The request logic shared by every endpoint; `model` may be None (no version loaded yet)."""
 
     def __init__(self, histories: HistoryStore, repurchase_days: float = 30.0,
-                 on_fallback: Callable[[str], None] | None = None) -> None:
+                 on_fallback: Callable[[str], None] | None = None, cache: AnswerCache | None = None) -> None:
         self.histories = histories
         self.repurchase_days = repurchase_days
         self.on_fallback = on_fallback or (lambda kind: None)
+        self.cache = cache if cache is not None else AnswerCache(0, 0)
 
     # -- fallbacks ----------------------------------------------------------------------------
     def trending(self, k: int, category: str | None = None, brand: int | None = None,
@@ -67,6 +69,17 @@ class Recommender:
     # -- a user ---------------------------------------------------------------------------------
     def for_user(self, model: ServingModel | None, user_id: str, k: int, category: str | None = None,
                  exclude_ids: Sequence[str] = (), price_max: float | None = None) -> list[Item]:
+        """The user's top k (the answer kept for a returning user when nothing it depends on changed)."""
+        key = (model.version if model is not None else None, self.histories.revision(user_id), k, category,
+               tuple(exclude_ids), price_max)
+        items = self.cache.get(user_id, key)
+        if items is None:
+            items = self._for_user(model, user_id, k, category, exclude_ids, price_max)
+            self.cache.put(user_id, key, items)
+        return items
+
+    def _for_user(self, model: ServingModel | None, user_id: str, k: int, category: str | None,
+                  exclude_ids: Sequence[str], price_max: float | None) -> list[Item]:
         hist = self.histories.history(user_id, model.learned_through if model is not None else 0)
         excl_codes = {c for c in (self.histories.item_code(i) for i in exclude_ids) if c >= 0}
         muser = model.user_index(user_id) if model is not None else -1

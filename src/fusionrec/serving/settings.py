@@ -33,9 +33,20 @@ class ServingSettings:
     history_max_events: int = 500
     #: hand freed heap pages back to the OS this often (None: only after a swap); see serving/memory.py
     trim_heap_seconds: float | None = 60.0
+    #: keep each user's finished answer this many seconds for their next request, unless the user's
+    #: history or the model changed meanwhile (0: compute every answer); see serving/answer_cache.py
+    answer_cache_seconds: float = 30.0
+    #: at most this many users' answers kept (least recently used dropped)
+    answer_cache_users: int = 100_000
     #: without an API key, accept writes from 127.0.0.1 / ::1 (the local demo)
     allow_loopback_writes: bool = True
     experiments: list[Experiment] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("answer_cache_seconds", "answer_cache_users"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"[serving] {name}: a number >= 0 (0 turns the answer cache off), got {value!r}")
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> ServingSettings:

@@ -21,6 +21,7 @@ import duckdb
 
 from fusionrec.rerank.rules import RerankConfig
 from fusionrec.serving.ab import Experiment, ExperimentTracker, Variant
+from fusionrec.serving.answer_cache import AnswerCache
 from fusionrec.serving.events import EventWriter, WriteResult, store_reader
 from fusionrec.privacy import stored_user_id
 from fusionrec.serving.forget import forget_in_store, forget_in_versions, pseudonym
@@ -54,7 +55,11 @@ class ServerState:
         self.writer = EventWriter(self.store)
         self.rerank = RerankConfig(repurchase_days=settings.repurchase_days)
         self.recommender = Recommender(self.histories, settings.repurchase_days,
-                                       on_fallback=lambda kind: self.metrics.fallbacks.labels(kind).inc())
+                                       on_fallback=lambda kind: self.metrics.fallbacks.labels(kind).inc(),
+                                       cache=AnswerCache(settings.answer_cache_seconds, settings.answer_cache_users))
+        cache = self.recommender.cache
+        self.metrics.answer_cache.labels("hit").set_function(lambda: cache.hits)
+        self.metrics.answer_cache.labels("miss").set_function(lambda: cache.misses)
         self.tracker = ExperimentTracker(settings.experiments)
         self.current: ServingModel | None = None
         self.variant_models: dict[tuple[str, str], ServingModel] = {}
@@ -247,6 +252,7 @@ class ServerState:
         if self._retrain_lock.locked():
             self._forgotten_during_retrain.append(user_id)
         self.histories.forget(user_id)
+        self.recommender.cache.forget(user_id)
         self.tracker.forget(user_id)
         for model in [self.current, *self.variant_models.values()]:  # fold-ins cached from their history
             if model is not None:
