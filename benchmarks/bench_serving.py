@@ -28,17 +28,24 @@ import numpy as np
 KEY = "bench-key"
 #: the retrain + swap runs under recommendations offered at this share of the c8 throughput measured
 SWAP_LOAD = 0.6
+#: known users asked for at most once per row ("a new user each request"): more than a row can reach
+DISTINCT_USERS = 40_000
 
 LOADGEN = r"""
-import asyncio, json, os, random, sys, time
+import asyncio, itertools, json, os, random, sys, time
 import aiohttp
 
-cfg = json.loads(sys.argv[1])
+with open(sys.argv[1]) as fh:
+    cfg = json.load(fh)
 base, kind, conc, duration = cfg["base"], cfg["kind"], cfg["concurrency"], cfg["seconds"]
 users, items, stop = cfg["users"], cfg["items"], cfg.get("stop_file")
 ev_users = cfg.get("event_users") or users
+# "recs_distinct": each request a user no earlier request of this process asked for (no cached answer)
+distinct = list(cfg.get("distinct_users") or [])
 auth = {"Authorization": "Bearer " + cfg["key"]}
 rnd = random.Random(cfg.get("seed", 0))
+rnd.shuffle(distinct)
+distinct = itertools.cycle(distinct)  # a long run comes back to a user after all the others (answer expired)
 batches = [[{"user_id": rnd.choice(ev_users), "item_id": rnd.choice(items), "behavior": "view"} for _ in range(500)]
            for _ in range(8)]
 samples = []
@@ -46,6 +53,8 @@ samples = []
 def send(client):
     if kind == "recs":
         return client.get("/recommendations/" + rnd.choice(users), params={"k": 10})
+    if kind == "recs_distinct":
+        return client.get("/recommendations/" + next(distinct), params={"k": 10})
     if kind == "similar":
         return client.get("/items/" + rnd.choice(items) + "/similar", params={"k": 10})
     if kind == "event":
@@ -145,14 +154,18 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _loadgen(tmp: Path, base: str, kind: str, concurrency: int, seconds: float, users: list[str], items: list[str],
              stop_file: Path | None = None, wait: bool = True, rate: float | None = None,
-             event_users: list[str] | None = None) -> subprocess.Popen | list:
+             event_users: list[str] | None = None, distinct_users: list[str] | None = None,
+             seed: int = 0) -> subprocess.Popen | list:
     """One load generator process (`kind` requests at `concurrency`, or open loop at `rate`); POST /events
-    writes for `event_users` (default: `users`). Returns its samples, or the process when not `wait`."""
+    writes for `event_users` (default: `users`); `recs_distinct` asks for each of `distinct_users` (in an
+    order drawn from `seed`) at most once. Returns its samples, or the process when not `wait`."""
     out = tmp / f"samples-{kind}-{concurrency}-{time.time_ns()}.json"
     cfg = {"base": base, "kind": kind, "concurrency": concurrency, "seconds": seconds, "users": users,
            "items": items, "key": KEY, "out": str(out), "stop_file": str(stop_file) if stop_file else None,
-           "rate": rate, "event_users": event_users}
-    proc = subprocess.Popen([sys.executable, "-c", LOADGEN, json.dumps(cfg)])
+           "rate": rate, "event_users": event_users, "distinct_users": distinct_users, "seed": seed}
+    cfg_file = out.with_suffix(".cfg.json")  # tens of thousands of ids: too long for one argv string
+    cfg_file.write_text(json.dumps(cfg))
+    proc = subprocess.Popen([sys.executable, "-c", LOADGEN, str(cfg_file)])
     proc.out = out  # type: ignore[attr-defined]
     if not wait:
         return proc
@@ -283,13 +296,16 @@ def _wait_dashboard_summary(base: str, timeout: float = 900.0) -> None:
         time.sleep(2.0)
 
 
-def _swap_under_load(tmp: Path, base: str, users: list[str], items: list[str], steady: float, rate: float) -> dict:
-    """Recommendations at concurrency 8 and a fixed offered `rate` (below what the server can do: a
+def _swap_under_load(tmp: Path, base: str, users: list[str], items: list[str], steady: float, rate: float,
+                     distinct: list[str]) -> dict:
+    """Recommendations for distinct users (every answer computed: none from the answer cache, which a
+    swap empties anyway) at concurrency 8 and a fixed offered `rate` (below what the server can do: a
     saturated server has no spare cycles for a retrain) while a retrain runs and swaps."""
     import httpx
 
     stop = tmp / "stop-swap"
-    proc = _loadgen(tmp, base, "recs", 8, 36_000, users, items, stop_file=stop, wait=False, rate=rate)
+    proc = _loadgen(tmp, base, "recs_distinct", 8, 36_000, users, items, stop_file=stop, wait=False, rate=rate,
+                    distinct_users=distinct, seed=99)
     time.sleep(steady)
     t0 = time.time()
     r = httpx.post(base + "/admin/retrain", params={"wait": True}, headers={"Authorization": f"Bearer {KEY}"},
@@ -333,14 +349,18 @@ def run(quick: bool = False) -> str:
             pipe = load_version(model).pipeline
             rnd = random.Random(1)
             known = pipe.users_.ids()
-            drawn = rnd.sample(known, min(4000, len(known)))
+            drawn = rnd.sample(known, min(4000 + DISTINCT_USERS, len(known)))
+            distinct = drawn[4000:]  # asked for at most once per row: every answer computed
+            drawn = drawn[:4000]
             # events go to other users than the recommendation rows read: the rows measure their endpoint,
             # not the live history that earlier rows would pile onto the same 2,000 users
             users = drawn[: len(drawn) // 2] + [f"stranger-{i}" for i in range(100)]
             event_users = drawn[len(drawn) // 2:]
             items = rnd.sample(pipe.items_.ids(), min(2000, pipe.n_items_))
             del pipe
-            cells = [("bare FastAPI constant list", "bare", bare_base), ("GET /recommendations/{user}", "recs", base),
+            cells = [("bare FastAPI constant list", "bare", bare_base),
+                     ("GET /recommendations/{user}, returning users", "recs", base),
+                     ("GET /recommendations/{user}, a new user each request", "recs_distinct", base),
                      ("GET /items/{id}/similar", "similar", base), ("POST /events (1 event)", "event", base),
                      ("POST /events (500 events)", "batch", base)]
             results: dict[tuple[str, int], dict] = {}
@@ -351,7 +371,8 @@ def run(quick: bool = False) -> str:
                 bare_samples = _loadgen(tmp, bare_base, "bare", c, seconds, users, items)
                 for label, kind, url in cells[1:]:
                     results[(kind, c)] = _summary(_loadgen(tmp, url, kind, c, seconds, users, items,
-                                                           event_users=event_users), seconds)
+                                                           event_users=event_users, distinct_users=distinct,
+                                                           seed=c), seconds)
                 bare_samples += _loadgen(tmp, bare_base, "bare", c, seconds, users, items)
                 results[("bare", c)] = _summary(bare_samples, 2 * seconds)
             load.append(os.getloadavg()[0])
@@ -359,8 +380,9 @@ def run(quick: bool = False) -> str:
             pages = _dashboard_pages(base, users, items)
             fresh = _freshness(base, [u for u in users if not u.startswith("stranger-")],
                                trials=20 if quick else 100)
-            swap_rate = SWAP_LOAD * results[("recs", 8)]["rps"]
-            swap = _swap_under_load(tmp, base, users, items, steady=3.0 if quick else 15.0, rate=swap_rate)
+            swap_rate = SWAP_LOAD * results[("recs_distinct", 8)]["rps"]
+            swap = _swap_under_load(tmp, base, users, items, steady=3.0 if quick else 15.0, rate=swap_rate,
+                                    distinct=distinct)
             swap["rate"] = swap_rate
         finally:
             _stop(server)
@@ -384,7 +406,10 @@ def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: lis
         f"Load: a separate process (asyncio + aiohttp, keep-alive), fixed concurrency for {seconds:.0f} s per row "
         "(the bare endpoint twice per concurrency, before and after the others), on the same machine as the "
         "server, so client and server share its cores; latency is measured by the client. Recommendations are "
-        "asked for 2,000 known users and 100 strangers; events are posted for 2,000 other known users. The machine's load "
+        "asked for 2,000 known users and 100 strangers drawn at random (returning users: a repeat within 30 s "
+        "is served from the answer cache when nothing about the user changed) and, in the 'new user' rows, for "
+        f"each of {DISTINCT_USERS:,} other known users at most once (every answer computed: the pipeline's "
+        "cost); events are posted for 2,000 other known users. The machine's load "
         f"average was {info['load'][0]:.1f} at the start and {info['load'][1]:.1f} at the end "
         f"({os.cpu_count()} cores).",
         "",
@@ -397,11 +422,13 @@ def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: lis
     lines.append("")
     for c in (1, 8, 32):
         bare, recs, sim = results[("bare", c)], results[("recs", c)], results[("similar", c)]
+        new = results[("recs_distinct", c)]
         if bare["rps"]:
-            lines.append(f"- Concurrency {c}: recommendations run at {recs['rps'] / bare['rps']:.0%} of the bare "
-                         f"endpoint's throughput ({recs['rps']:,.0f} vs {bare['rps']:,.0f} requests/s; p50 "
-                         f"{recs['p50']:.1f} vs {bare['p50']:.1f} ms), similar items at "
-                         f"{sim['rps'] / bare['rps']:.0%}.")
+            lines.append(f"- Concurrency {c}: recommendations for returning users run at {recs['rps'] / bare['rps']:.0%} "
+                         f"of the bare endpoint's throughput ({recs['rps']:,.0f} vs {bare['rps']:,.0f} requests/s; "
+                         f"p50 {recs['p50']:.1f} vs {bare['p50']:.1f} ms, p99 {recs['p99']:.1f} ms), for a new user "
+                         f"each request at {new['rps'] / bare['rps']:.0%} ({new['rps']:,.0f} requests/s, p99 "
+                         f"{new['p99']:.1f} ms); similar items at {sim['rps'] / bare['rps']:.0%}.")
     for c in (1, 8, 32):
         b = results[("batch", c)]
         lines.append(f"- POST /events in batches of 500 at concurrency {c}: {b['rps'] * 500:,.0f} events/s stored "
@@ -412,8 +439,9 @@ def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: lis
         f"{fresh['median_ms']:.1f} ms median, {fresh['max_ms']:.1f} ms worst; {fresh['first']} of "
         f"{fresh['trials']} trials reflected by the first GET after the POST, {fresh['missed']} not within "
         f"{fresh['max_gets']} GETs.",
-        f"- Retrain and hot swap under load (recommendations at concurrency 8, offered at {swap['rate']:,.0f} "
-        f"requests/s, {SWAP_LOAD:.0%} of the closed-loop throughput above): the retrain took "
+        f"- Retrain and hot swap under load (recommendations for a new user each request, at concurrency 8, "
+        f"offered at {swap['rate']:,.0f} requests/s, {SWAP_LOAD:.0%} of their closed-loop throughput above): "
+        f"the retrain took "
         f"{swap['retrain_seconds']:.1f} s (a snapshot of the store, training in a child process at lower CPU "
         f"priority, loading and swapping in the server) and swapped in {swap['version']}; "
         f"{swap['errors']} errors in {swap['requests']:,} requests; p99 {swap['steady']['p99']:.1f} ms steady, "

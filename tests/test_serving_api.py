@@ -428,6 +428,18 @@ def test_answer_cache_expiry_eviction_and_off():
         ServingSettings(answer_cache_users="many")
 
 
+def test_a_bad_cache_setting_names_the_file(tmp_path):
+    from fusionrec.errors import ConfigError
+    from fusionrec.serving.settings import load_settings
+
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text("[serving]\nanswer_cache_seconds = -5\n")
+    with pytest.raises(ConfigError, match=r"serve\.toml: \[serving\] answer_cache_seconds"):
+        load_settings(cfg)
+    cfg.write_text("[serving]\nanswer_cache_seconds = 0\n")
+    assert load_settings(cfg).answer_cache_seconds == 0
+
+
 # -- metrics ---------------------------------------------------------------------------------------------
 
 def test_metrics_in_prometheus_format(client, state):

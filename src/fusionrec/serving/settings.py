@@ -72,8 +72,11 @@ def load_settings(path: Path | None = None, **overrides: Any) -> ServingSettings
         if body.get("pipeline"):
             body["pipeline"] = Path(path).parent / body["pipeline"]
     secrets = read_secrets()
-    settings = ServingSettings(api_key=secrets.api_key, pseudonym_key=secrets.pseudonym_key,
-                               experiments=experiments, **body)
+    try:
+        settings = ServingSettings(api_key=secrets.api_key, pseudonym_key=secrets.pseudonym_key,
+                                   experiments=experiments, **body)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     for k, v in overrides.items():
         setattr(settings, k, v)
     return settings
