@@ -79,7 +79,8 @@ def fused_pool(pipe: Any, users: np.ndarray, histories: sp.csr_matrix, exclude: 
     for start in range(0, len(users), batch_size):
         sl = slice(start, start + batch_size)
         table, fused = pipe.fused_table(users[sl], histories[sl], exclude[sl] if exclude is not None else None)
-        out_i[sl], out_s[sl] = top_per_row(table.rows, table.items, fused, table.n_rows, n)
+        out_i[sl], out_s[sl] = top_per_row(table.rows, table.items, fused, table.n_rows, n,
+                                           tiebreak=pipe.tiebreak(table))
     return out_i, out_s
 
 

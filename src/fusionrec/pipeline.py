@@ -489,6 +489,13 @@ class FusedPipeline(CandidateGenerator):
             return table, self.fuser_.predict(X, table)
         return table, self.fuser_.predict(table)
 
+    @staticmethod
+    def tiebreak(table: CandidateTable) -> np.ndarray:
+        """What orders candidates the fuser scores alike (a ranker of few or small trees gives whole groups
+        one score): their reciprocal-rank fusion over the generators, not their item index, which would
+        put the newest items (the highest indices) last in every tie."""
+        return ReciprocalRankFusion().predict(table)
+
     def recommend(self, users: np.ndarray, histories: sp.csr_matrix | None, n: int,
                   exclude: sp.csr_matrix | None = None, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         users = np.asarray(users, np.int64)
@@ -498,7 +505,8 @@ class FusedPipeline(CandidateGenerator):
         for sl in iter_batches(len(users), batch_size):
             ex = exclude[sl] if exclude is not None else None
             table, fused = self.fused_table(users[sl], h[sl], ex)
-            out_i[sl], out_s[sl] = top_per_row(table.rows, table.items, fused, table.n_rows, n)
+            out_i[sl], out_s[sl] = top_per_row(table.rows, table.items, fused, table.n_rows, n,
+                                               tiebreak=self.tiebreak(table))
         return out_i, out_s
 
     def score(self, users: np.ndarray, histories: sp.csr_matrix | None) -> np.ndarray:
@@ -524,7 +532,7 @@ class FusedPipeline(CandidateGenerator):
         hist, ex = query.history_row(self.n_items_), query.exclude_row(self.n_items_)
         users = np.asarray([query.user], np.int64)
         table, fused = self.fused_table(users, hist, ex, live=live)
-        order = np.argsort(-fused, kind="stable")[:n_pool]
+        order = np.lexsort((-self.tiebreak(table), -fused))[:n_pool]
         items, scores = table.items[order], fused[order]
         ranks = table.ranks[order]
         proposed = table.proposed[order]

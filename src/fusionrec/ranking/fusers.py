@@ -61,14 +61,15 @@ def sub_table(table: CandidateTable, keep: np.ndarray) -> tuple[CandidateTable, 
                           ranks=table.ranks[keep], generators=table.generators, n_rows=len(old_rows)), old_rows
 
 
-def top_per_row(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """[n_rows, n] best items and scores per row (padding: item -1, score -inf)."""
+def top_per_row(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int,
+                tiebreak: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """[n_rows, n] best items and scores per row (padding: item -1, score -inf); equal scores ordered by
+    `tiebreak` (higher first), then by item index."""
     out_i = np.full((n_rows, n), -1, np.int64)
     out_s = np.full((n_rows, n), -np.inf, np.float32)
     if len(rows) == 0 or n == 0:
         return out_i, out_s
-    order = np.lexsort((-scores, rows))
+    order = np.lexsort((-scores, rows)) if tiebreak is None else np.lexsort((-tiebreak, -scores, rows))
     r = rows[order]
     starts = np.searchsorted(r, np.arange(n_rows))
     pos = np.arange(len(r)) - starts[r]
