@@ -65,10 +65,6 @@ class AnswerCache:
         with self._lock:
             self._entries.pop(user_id, None)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
     def __len__(self) -> int:
         return len(self._entries)
 
