@@ -419,6 +419,11 @@ def test_answer_cache_expiry_eviction_and_off():
     cache.get("a", 1)  # a is now the most recently used
     cache.put("c", 1, "C")
     assert "b" not in cache and cache.get("a", 1) == "A" and cache.get("c", 1) == "C" and len(cache) == 2
+    cache.put("d", 1, "D")  # nothing expired yet: only the least recently used (a) leaves
+    assert len(cache) == 2 and "a" not in cache
+    now[0] = 100.0
+    cache.put("e", 1, "E")  # c and d expired: they leave as e comes, not only when asked for again
+    assert len(cache) == 1 and "e" in cache
     off = AnswerCache(seconds=0, users=10)
     off.put("a", 1, "A")
     assert off.get("a", 1) is None and len(off) == 0

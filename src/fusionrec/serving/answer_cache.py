@@ -6,7 +6,8 @@ the model version that ranked it, the user's history revision (`HistoryStore.rev
 of the user's events and by forgetting them), the request's parameters. Any change misses, so an event
 still changes the very next answer (the freshness of the feedback loop is untouched); what a cached
 answer does not follow is the rest of the shop (trending counts moved by other users), for at most
-`seconds`. One entry per user (the latest request's), least recently used evicted past `users`;
+`seconds`. One entry per user (the latest request's); expired entries leave as new ones come, and the
+least recently used go past `users`;
 `forget` drops a user's entry at once (deletion on request).
 """
 
@@ -54,11 +55,14 @@ class AnswerCache:
     def put(self, user_id: str, key: Hashable, answer: Any) -> None:
         if not self.enabled:
             return
-        expires = self._clock() + self.seconds
+        now = self._clock()
         with self._lock:
-            self._entries[user_id] = (key, expires, answer)
+            self._entries[user_id] = (key, now + self.seconds, answer)
             self._entries.move_to_end(user_id)
-            while len(self._entries) > self.users:
+            # expired answers go from the least recently used end, so the cache holds about the users
+            # asked for in the last `seconds` (rate x seconds), not every user ever asked for, up to `users`
+            while self._entries and (len(self._entries) > self.users
+                                     or next(iter(self._entries.values()))[1] <= now):
                 self._entries.popitem(last=False)
 
     def forget(self, user_id: str) -> None:

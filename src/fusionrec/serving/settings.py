@@ -36,8 +36,10 @@ class ServingSettings:
     #: keep each user's finished answer this many seconds for their next request, unless the user's
     #: history or the model changed meanwhile (0: compute every answer); see serving/answer_cache.py
     answer_cache_seconds: float = 30.0
-    #: at most this many users' answers kept (least recently used dropped)
-    answer_cache_users: int = 100_000
+    #: at most this many users' answers kept (least recently used dropped; an answer with its reasons is
+    #: ~10 KB of Python objects); expired ones leave as new ones come, so it holds about the users asked
+    #: for in the last answer_cache_seconds
+    answer_cache_users: int = 20_000
     #: without an API key, accept writes from 127.0.0.1 / ::1 (the local demo)
     allow_loopback_writes: bool = True
     experiments: list[Experiment] = field(default_factory=list)
