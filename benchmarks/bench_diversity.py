@@ -69,21 +69,6 @@ def pipeline_params(spec: dict[str, Any], exclude_seen: bool, quick: bool) -> di
     return params
 
 
-def fused_pool(pipe: Any, users: np.ndarray, histories: sp.csr_matrix, exclude: sp.csr_matrix | None,
-               n: int, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """[U, n] fused top-n items and scores (item -1, score -inf where a pool is shorter)."""
-    from fusionrec.ranking.fusers import top_per_row
-
-    out_i = np.full((len(users), n), -1, np.int64)
-    out_s = np.full((len(users), n), -np.inf, np.float32)
-    for start in range(0, len(users), batch_size):
-        sl = slice(start, start + batch_size)
-        table, fused = pipe.fused_table(users[sl], histories[sl], exclude[sl] if exclude is not None else None)
-        out_i[sl], out_s[sl] = top_per_row(table.rows, table.items, fused, table.n_rows, n,
-                                           tiebreak=pipe.tiebreak(table))
-    return out_i, out_s
-
-
 def content_ild(recs: np.ndarray, k: int, vectors: sp.csr_matrix) -> np.ndarray:
     """Per user 1 - mean pairwise cosine of the top-k's (L2-normalised) content vectors; 0 under 2 items.
 
@@ -128,7 +113,7 @@ def run_one(spec: dict[str, Any], quick: bool) -> dict[str, Any]:
     exclude = split.exclude[rows] if split.exclude is not None else None
     targets = split.targets[rows]
     t0 = time.perf_counter()
-    pool_i, pool_s = fused_pool(pipe, users, hist, exclude, POOL)
+    pool_i, pool_s = pipe.recommend(users, hist, POOL, exclude=exclude)  # fused top-POOL, batched
     pool_s_time = time.perf_counter() - t0
     # the pool's head is exactly what the pipeline serves: one batch re-scored through recommend()
     head = min(len(rows), 1000)
