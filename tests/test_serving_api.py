@@ -445,6 +445,27 @@ def test_a_bad_cache_setting_names_the_file(tmp_path):
     assert load_settings(cfg).answer_cache_seconds == 0
 
 
+def test_the_server_runs_the_store_on_the_configured_threads(client, state, tmp_path):
+    from fusionrec.errors import ConfigError
+    from fusionrec.serving.settings import load_settings
+
+    assert state.settings.store_threads == 1  # the default
+    assert state.store.con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
+    user = _active_user(state, rank=7)
+    body = [{"user_id": user, "item_id": _ids(client.get(f"/recommendations/{user}").json())[0], "behavior": "view"},
+            {"user_id": user, "behavior": "view"}]
+    # one thread: the writer still validates, stores and quarantines in one go
+    assert client.post("/events", json=body, headers=AUTH).json() == {
+        "accepted": 1, "rejected": [{"index": 1, "reason": "missing item_id"}]}
+    cfg = tmp_path / "serve.toml"
+    for bad in ("-1", "1.5", "true", '"two"'):
+        cfg.write_text(f"[serving]\nstore_threads = {bad}\n")
+        with pytest.raises(ConfigError, match=r"serve\.toml: \[serving\] store_threads"):
+            load_settings(cfg)
+    cfg.write_text("[serving]\nstore_threads = 0\n")
+    assert load_settings(cfg).store_threads == 0
+
+
 # -- metrics ---------------------------------------------------------------------------------------------
 
 def test_metrics_in_prometheus_format(client, state):

@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from fusionrec.serving.auth import WriteAuth
 from fusionrec.serving.limits import BodyLimit
 from fusionrec.serving.metrics import MetricsMiddleware
-from fusionrec.serving.schemas import (MAX_ID, MAX_K, EventBatch, EventIn, EventsResult, ForgetResult, Health,
+from fusionrec.serving.schemas import (MAX_ID, MAX_K, EventBatch, EventsResult, ForgetResult, Health,
                                        Recommendations, SessionRequest, SimilarItems)
 from fusionrec.serving.settings import ServingSettings, load_settings
 from fusionrec.serving.state import ServerState
@@ -137,8 +137,7 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
     async def post_events(body: Annotated[EventBatch, Body()]) -> dict[str, Any]:
         batch = body if isinstance(body, list) else [body]
         try:
-            # the fields are plain values: a copy of each model's dict, without model_dump's walk
-            events = [dict(vars(e)) for e in batch if isinstance(e, EventIn)]
+            events = list(batch)  # dicts of the fields given, fresh from validation
             for e in events:
                 if e.get("user_id"):
                     e["user_id"] = state.stored_id(e["user_id"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, with_config
+from typing_extensions import TypedDict
 
 __all__ = ["Id", "EventIn", "EventBatch", "SessionRequest", "RecommendedItem", "Recommendations", "SimilarItems",
            "Rejection", "EventsResult", "Health", "ForgetResult", "MAX_ID", "MAX_K", "MAX_BATCH"]
@@ -18,21 +19,22 @@ _IdOrNumber = Union[Annotated[str, StringConstraints(max_length=MAX_ID)], Strict
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class EventIn(BaseModel):
+@with_config(ConfigDict(extra="ignore"))
+class EventIn(TypedDict, total=False):
     """One event. Missing ids, unknown behaviours and bad timestamps are not 422s: the event is rejected
-    with its index and reason (the ingest rules), the rest of the batch goes in."""
+    with its index and reason (the ingest rules), the rest of the batch goes in. A TypedDict, not a
+    model: validated straight into the dict the store's writer takes (a batch of 500 in half the time)."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    user_id: Optional[_IdOrNumber] = None
-    item_id: Optional[_IdOrNumber] = None
-    behavior: Optional[Annotated[str, StringConstraints(max_length=64)]] = None
-    timestamp: Optional[Union[Annotated[str, StringConstraints(max_length=64)], StrictInt, _Finite]] = Field(
-        None, description="ISO 8601 (an offset is honoured, else UTC) or epoch seconds/milliseconds; default: now")
-    session_id: Optional[Annotated[str, StringConstraints(max_length=MAX_ID)]] = None
-    quantity: Optional[StrictInt] = None
-    price: Optional[_Finite] = None
-    context: Optional[Annotated[str, StringConstraints(max_length=4096)]] = None
+    user_id: Optional[_IdOrNumber]
+    item_id: Optional[_IdOrNumber]
+    behavior: Optional[Annotated[str, StringConstraints(max_length=64)]]
+    timestamp: Annotated[Optional[Union[Annotated[str, StringConstraints(max_length=64)], StrictInt, _Finite]],
+                         Field(description="ISO 8601 (an offset is honoured, else UTC) or epoch "
+                                           "seconds/milliseconds; default: now")]
+    session_id: Optional[Annotated[str, StringConstraints(max_length=MAX_ID)]]
+    quantity: Optional[StrictInt]
+    price: Optional[_Finite]
+    context: Optional[Annotated[str, StringConstraints(max_length=4096)]]
 
 
 EventBatch = Union[Annotated[list[EventIn], Field(max_length=MAX_BATCH)], EventIn]

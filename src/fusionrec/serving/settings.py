@@ -40,6 +40,11 @@ class ServingSettings:
     #: ~10 KB of Python objects); expired ones leave as new ones come, so it holds about the users asked
     #: for in the last answer_cache_seconds
     answer_cache_users: int = 20_000
+    #: DuckDB worker threads once the server has loaded its histories: 1 runs the store's statements
+    #: (a group of events is a few rows) on the calling thread instead of handing them to a pool, which
+    #: cost more than the work, and leaves the cores to requests; the dashboard's scans and the
+    #: retrain's snapshot of the store take longer. 0: as many as `FUSIONREC_THREADS` / the CPUs.
+    store_threads: int = 1
     #: without an API key, accept writes from 127.0.0.1 / ::1 (the local demo)
     allow_loopback_writes: bool = True
     experiments: list[Experiment] = field(default_factory=list)
@@ -49,6 +54,8 @@ class ServingSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ConfigError(f"[serving] {name}: a number >= 0 (0 turns the answer cache off), got {value!r}")
+        if isinstance(self.store_threads, bool) or not isinstance(self.store_threads, int) or self.store_threads < 0:
+            raise ConfigError(f"[serving] store_threads: an integer >= 0 (0: one per CPU), got {self.store_threads!r}")
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> ServingSettings:

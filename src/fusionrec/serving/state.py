@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import duckdb
 
+from fusionrec.config import thread_count
 from fusionrec.rerank.rules import RerankConfig
 from fusionrec.serving.ab import Experiment, ExperimentTracker, Variant
 from fusionrec.serving.answer_cache import AnswerCache
@@ -52,6 +53,9 @@ class ServerState:
         self.metrics = ServingMetrics()
         self.store = store if isinstance(store, EventStore) else open_store(store)
         self.histories = HistoryStore.from_store(self.store, max_events=settings.history_max_events)
+        # the histories are loaded (a scan of every event, on all threads); from now on the store's work
+        # is small writes and reads beside requests (ServingSettings.store_threads)
+        self.store.con.execute(f"SET threads={settings.store_threads or thread_count()}")
         self.writer = EventWriter(self.store)
         self.rerank = RerankConfig(repurchase_days=settings.repurchase_days)
         self.recommender = Recommender(self.histories, settings.repurchase_days,
