@@ -120,6 +120,37 @@ def test_ranker_guard_serves_the_best_generator_when_the_ranker_loses_on_validat
     assert "ranker_guard" not in unguarded.report_ and unguarded.fuser_.kind == "lambdarank"
 
 
+def test_when_the_guard_drops_the_ranker_it_serves_the_blend_if_the_blend_beats_the_generator(shop_data, tmp_path):
+    useless = {"n_estimators": 2, "min_child_samples": 10**8, "early_stopping_rounds": 1}
+    two = {"itemknn": {}, "als": {"factors": 16, "iterations": 5}}
+    kinds = []
+    for gens, cv_users in ((two, 0), (two, 5000), (GENS, 5000)):  # judged on the held-out fifth / out of fold
+        pipe = FusedPipeline(PipelineConfig(generators=gens, n_candidates=40, seed=1, ranker=useless,
+                                            ranker_guard_p=1.0, ranker_guard_cv_users=cv_users)).fit(shop_data)
+        rep = pipe.report_
+        ranker_gain, blend_gain = rep["ranker_gain_heldout"], rep["blend_gain_heldout"]
+        # the blend is judged against the same generator on the same users as the ranker was
+        assert {k: blend_gain[k] for k in ("versus", "users", "judged_by")} == {
+            k: ranker_gain[k] for k in ("versus", "users", "judged_by")}
+        assert ranker_gain["ndcg@20"] < 0 and pipe.fuser_.kind in ("blend", "best")
+        assert (pipe.fuser_.kind == "blend") == (blend_gain["ndcg@20"] > 0)  # p < 1: any gain will do
+        kinds.append(pipe.fuser_.kind)
+        if pipe.fuser_.kind == "blend":
+            assert rep["ranker_guard"].endswith("serving the linear blend")
+            assert rep["blend_weights"] == dict(zip(gens, map(float, pipe.fuser_.weights_)))
+            users = np.arange(40)
+            h = shop_data.matrix()[users]
+            before = pipe.recommend(users, h, 10, exclude=h)[0]
+            pipe.save(tmp_path / "blend")
+            assert np.array_equal(FusedPipeline.load(tmp_path / "blend").recommend(users, h, 10, exclude=h)[0], before)
+        else:
+            assert rep["ranker_guard"].endswith(f"serving {blend_gain['versus']} alone")
+    assert "blend" in kinds and "best" in kinds  # both outcomes occur on this shop
+    off = FusedPipeline(PipelineConfig(generators=two, n_candidates=40, seed=1, ranker=useless, ranker_guard_p=1.0,
+                                       ranker_guard_blend=False)).fit(shop_data)
+    assert off.fuser_.kind == "best" and "blend_gain_heldout" not in off.report_
+
+
 def test_ranker_guard_asks_for_a_significant_gain_on_held_out_users(shop_data, fitted):
     gain = fitted.report_["ranker_gain_heldout"]
     assert gain["users"] >= 10 and gain["versus"] in GENS and gain["judged_by"] == "held-out"

@@ -91,6 +91,10 @@ class PipelineConfig:
     #: each of `ranker_guard_folds` folds ranked by a ranker trained and early-stopped on the other folds
     ranker_guard_cv_users: int = 5000
     ranker_guard_folds: int = 5
+    #: when the guard drops the ranker, serve the linear blend instead of the single generator if the
+    #: blend beats that generator on the same validation users by the same test (a blend tuned on other
+    #: users than those it is judged on: the ranker's training users, or the other folds)
+    ranker_guard_blend: bool = True
     #: what the ranker's trees start from: "zero", or "blend": a linear blend of the generators'
     #: normalised scores, weights tuned on the ranker's training users, whose scores the trees then
     #: correct (LightGBM's init_score). On few users the blend start needs fewer trees (ML-100K
@@ -366,7 +370,8 @@ class FusedPipeline(CandidateGenerator):
             # steadier choice than the fifth held out); the ranker must beat it there on the held-out users
             best = int(np.argmax(per_gen))
             judged_by, base_rows, base = "held-out", alone_rows[best], alone[best]
-            if cfg.ranker_guard and len(users) < cfg.ranker_guard_cv_users:
+            out_of_fold = cfg.ranker_guard and len(users) < cfg.ranker_guard_cv_users
+            if out_of_fold:
                 oof = self._out_of_fold(X, y, table, n_relevant, names, rng)
                 ranker_rows = ndcg_per_row(table.rows, oof, y, n_relevant)
                 base_rows = ndcg_per_row(table.rows, np.nan_to_num(table.scores[:, best], nan=-1e30), y, n_relevant)
@@ -381,12 +386,38 @@ class FusedPipeline(CandidateGenerator):
                                                  "judged_by": judged_by}
             won = gain is not None and gain.diff > 0 and gain.p_ttest < cfg.ranker_guard_p
             if cfg.ranker_guard and not won:
-                self.fuser_ = BestSingle()
-                self.fuser_.index_ = best
                 p_value = f", paired t-test p = {gain.p_ttest:.3g}" if gain is not None else ""
-                report["ranker_guard"] = (f"the ranker ({ranker:.4f}) did not beat {table.generators[best]} "
-                                          f"({base:.4f}) on {judged_by} validation users at p < "
-                                          f"{cfg.ranker_guard_p:g}{p_value}: serving {table.generators[best]} alone")
+                verdict = (f"the ranker ({ranker:.4f}) did not beat {table.generators[best]} ({base:.4f}) on "
+                           f"{judged_by} validation users at p < {cfg.ranker_guard_p:g}{p_value}")
+                blend_won = False
+                if cfg.ranker_guard_blend:
+                    if out_of_fold:
+                        blend_rows = ndcg_per_row(table.rows, self._blend_out_of_fold(table, y, n_relevant, rng),
+                                                  y, n_relevant)
+                    else:
+                        train = np.zeros(len(table.rows), bool)
+                        train[:cut] = True
+                        sub, old_rows = sub_table(table, train)
+                        blend = LinearBlend().fit(sub, y[train], n_relevant[old_rows]).predict(table)
+                        blend_rows = ndcg_per_row(remap[table.rows[sel]], blend[sel], y[sel], n_relevant[vr])
+                    b_gain = paired_test(blend_rows, base_rows) if len(blend_rows) > 1 else None
+                    if b_gain is not None:
+                        report["blend_gain_heldout"] = {"versus": table.generators[best],
+                                                        "ndcg@20": round(b_gain.diff, 4),
+                                                        "p": float(f"{b_gain.p_ttest:.3g}"),
+                                                        "users": b_gain.n_users, "judged_by": judged_by}
+                        blend_won = b_gain.diff > 0 and b_gain.p_ttest < cfg.ranker_guard_p
+                        verdict += (f"; the linear blend ({float(blend_rows.mean()):.4f}) "
+                                    f"{'did' if blend_won else 'did not'}, p = {b_gain.p_ttest:.3g}")
+                if blend_won:
+                    # served: the same procedure on every validation user (as the blend fuser is fitted)
+                    self.fuser_ = LinearBlend().fit(table, y, n_relevant)
+                    report["blend_weights"] = dict(zip(table.generators, map(float, self.fuser_.weights_)))
+                    report["ranker_guard"] = f"{verdict}: serving the linear blend"
+                else:
+                    self.fuser_ = BestSingle()
+                    self.fuser_.index_ = best
+                    report["ranker_guard"] = f"{verdict}: serving {table.generators[best]} alone"
                 fused = self.fuser_.predict(table)
         report["valid_ndcg@20_fused_in_sample"] = round(ndcg_on_table(table.rows, fused, y, n_relevant), 4)
 
@@ -423,6 +454,22 @@ class FusedPipeline(CandidateGenerator):
                 continue
             r = self._fit_ranker(X, y, table, n_relevant, train, stop, names)
             out[judged] = r.predict(X[judged], sub_table(table, judged)[0])  # whole users: same normalisation
+        return out
+
+    def _blend_out_of_fold(self, table: CandidateTable, y: np.ndarray, n_relevant: np.ndarray,
+                           rng: np.random.Generator) -> np.ndarray:
+        """Each candidate's score from a linear blend tuned on the other folds' users (no early stopping
+        to hold a fold back for, unlike the ranker's out-of-fold scores)."""
+        k = self.cfg.ranker_guard_folds
+        of_row = (rng.permutation(table.n_rows) % k)[table.rows]
+        out = np.zeros(len(table.rows), np.float32)
+        for f in range(k):
+            judged = of_row == f
+            if not judged.any() or judged.all():
+                continue
+            sub, old_rows = sub_table(table, ~judged)
+            blend = LinearBlend().fit(sub, y[~judged], n_relevant[old_rows])
+            out[judged] = blend.predict(sub_table(table, judged)[0])  # whole users: same normalisation
         return out
 
     # -- candidates and features --------------------------------------------------------------

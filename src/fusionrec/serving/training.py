@@ -20,7 +20,7 @@ log = logging.getLogger("fusionrec.serving")
 #: the validation numbers of the fit report that go into the manifest as the version's metrics
 METRIC_KEYS = ("holdout", "train_users", "candidate_recall", "valid_ndcg@20_per_generator",
                 "valid_ndcg@20_heldout_users", "valid_ndcg@20_heldout_per_generator", "ranker_gain_heldout",
-                "valid_ndcg@20_out_of_fold", "ranker_guard",
+                "valid_ndcg@20_out_of_fold", "ranker_guard", "blend_gain_heldout",
                 "valid_ndcg@20_fused_in_sample", "ranker_trees", "fit_seconds")
 
 
