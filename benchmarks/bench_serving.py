@@ -430,9 +430,18 @@ def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: lis
                          f"each request at {new['rps'] / bare['rps']:.0%} ({new['rps']:,.0f} requests/s, p99 "
                          f"{new['p99']:.1f} ms); similar items at {sim['rps'] / bare['rps']:.0%}.")
     for c in (1, 8, 32):
+        one, bare = results[("event", c)], results[("bare", c)]
+        if bare["rps"]:
+            lines.append(f"- POST /events, one event a request, at concurrency {c}: {one['rps']:,.0f} events/s "
+                         f"stored, {one['rps'] / bare['rps']:.0%} of the bare endpoint's requests/s (one request "
+                         "each: the bare endpoint bounds it).")
+    for c in (1, 8, 32):
         b = results[("batch", c)]
         lines.append(f"- POST /events in batches of 500 at concurrency {c}: {b['rps'] * 500:,.0f} events/s stored "
                      "(each batch committed to DuckDB before the answer).")
+    lines.append("- The server's store runs on one DuckDB thread once the histories are loaded (`store_threads`, "
+                 "the default): concurrent requests' events are validated and committed together by one writer "
+                 "thread.")
     lines += [
         f"- Freshness: a known user buys the top item of their recommendations; from POST /events returning to "
         f"a recommendation that reflects it (the item filtered out, or named as history in a reason): "
