@@ -52,8 +52,11 @@ def test_save_load_identical(fitted, shop_data, tmp_path):
     h = shop_data.matrix()[users]
     a = fitted.recommend(users, h, 10, exclude=h)
     fitted.save(tmp_path / "p")
-    b = FusedPipeline.load(tmp_path / "p").recommend(users, h, 10, exclude=h)
+    loaded = FusedPipeline.load(tmp_path / "p")
+    b = loaded.recommend(users, h, 10, exclude=h)
     assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
+    # the generators were fitted on the pipeline's users and items: one copy of each is loaded
+    assert all(g.users_ is loaded.users_ and g.items_ is loaded.items_ for g in loaded.generators_.values())
 
 
 def test_online_answer_has_real_history_explanations(fitted, shop_data):

@@ -53,3 +53,31 @@ def test_weighted_decayed_matrix_and_vocabulary():
     assert np.isclose(m[u2, b], 3.0)
     v = Vocabulary(["x", "y"])
     assert v.indices(["y", "zz"]).tolist() == [1, -1]
+
+
+def test_a_saved_vocabulary_loads_to_the_same_indices(tmp_path):
+    from fusionrec.data import vocabulary
+
+    big = Vocabulary(f"u{i}" for i in range(2 * vocabulary._CHUNK + 7))  # several chunks and a partial one
+    big.save(tmp_path / "big.txt")
+    loaded = Vocabulary.load(tmp_path / "big.txt")
+    assert loaded == big and len(loaded) == len(big)
+    assert loaded.indices(["u0", f"u{vocabulary._CHUNK}", f"u{2 * vocabulary._CHUNK + 6}", "nobody"]).tolist() == [
+        0, vocabulary._CHUNK, 2 * vocabulary._CHUNK + 6, -1]
+    (tmp_path / "edited.txt").write_text("a\nb\na\nc\n", encoding="utf-8")  # a repeated id: the first counts
+    edited = Vocabulary.load(tmp_path / "edited.txt")
+    assert edited.ids() == ["a", "b", "c"] and edited.index("c") == 2
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    assert len(Vocabulary.load(tmp_path / "empty.txt")) == 0
+
+
+def test_vocabularies_with_the_same_text_load_as_one_object(tmp_path):
+    Vocabulary(["a", "b"]).save(tmp_path / "one.txt")
+    Vocabulary(["a", "b"]).save(tmp_path / "two.txt")
+    Vocabulary(["b", "a"]).save(tmp_path / "other.txt")
+    shared: dict = {}
+    one = Vocabulary.load(tmp_path / "one.txt", shared)
+    assert Vocabulary.load(tmp_path / "two.txt", shared) is one  # same text: the same object
+    other = Vocabulary.load(tmp_path / "other.txt", shared)
+    assert other is not one and other.index("b") == 0
+    assert Vocabulary.load(tmp_path / "two.txt") is not one  # without `shared`, a new one

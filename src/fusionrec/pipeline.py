@@ -668,13 +668,15 @@ class FusedPipeline(CandidateGenerator):
         meta = json.loads((folder / "config.json").read_text())
         obj = cls(PipelineConfig(**meta["config"]))
         obj.report_ = meta.get("report", {})
-        obj.items_ = Vocabulary.load(folder / "items.txt")
-        obj.users_ = Vocabulary.load(folder / "users.txt")
+        vocabularies: dict[str, Vocabulary] = {}  # the generators mostly saved the pipeline's own
+        obj.items_ = Vocabulary.load(folder / "items.txt", vocabularies)
+        obj.users_ = Vocabulary.load(folder / "users.txt", vocabularies)
         obj.n_items_ = len(obj.items_)
         bad = [n for n in obj.cfg.generators if not _PLAIN_NAME.fullmatch(n) or n in (".", "..")]
         if bad:  # a name is a folder under generators/: never a path out of the version folder
             raise ValueError(f"{folder}/config.json: generator names {bad!r} are not plain names")
-        obj.generators_ = {name: load_generator(folder / "generators" / name) for name in obj.cfg.generators}
+        obj.generators_ = {name: load_generator(folder / "generators" / name, vocabularies)
+                           for name in obj.cfg.generators}
         arrays = load_arrays(folder / "features.npz")
         obj.item_features_ = ItemFeatures.from_arrays(arrays, (folder / "feature_names.json").read_text())
         obj.user_features_ = UserFeatures.from_arrays(arrays)

@@ -263,12 +263,13 @@ class CandidateGenerator(ABC):
         save_arrays(folder / "state.npz", self._state())
 
     @classmethod
-    def load(cls, folder: Path) -> "CandidateGenerator":
+    def load(cls, folder: Path, vocabularies: dict[str, Vocabulary] | None = None) -> "CandidateGenerator":
+        """A saved generator; `vocabularies`: see Vocabulary.load's `shared`."""
         folder = Path(folder)
         meta = json.loads((folder / "config.json").read_text())
         obj = cls.from_config(meta["config"])
-        obj.items_ = Vocabulary.load(folder / "items.txt")
-        obj.users_ = Vocabulary.load(folder / "users.txt")
+        obj.items_ = Vocabulary.load(folder / "items.txt", vocabularies)
+        obj.users_ = Vocabulary.load(folder / "users.txt", vocabularies)
         obj.n_items_ = len(obj.items_)
         obj.n_users_ = len(obj.users_)
         obj._load_state(load_arrays(folder / "state.npz"))

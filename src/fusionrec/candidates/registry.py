@@ -87,8 +87,9 @@ def make(name: str, params: dict[str, Any] | None = None) -> CandidateGenerator:
     return cls.from_config(params)
 
 
-def load_generator(folder: Path | str) -> CandidateGenerator:
-    """Load a saved generator of any registered kind: config.json names it."""
+def load_generator(folder: Path | str, vocabularies: dict[str, Any] | None = None) -> CandidateGenerator:
+    """Load a saved generator of any registered kind: config.json names it (`vocabularies`: shared
+    with other loads, see Vocabulary.load)."""
     folder = Path(folder)
     path = folder / "config.json"
     try:
@@ -97,4 +98,4 @@ def load_generator(folder: Path | str) -> CandidateGenerator:
         raise FileNotFoundError(f"{path} not found: not a saved generator folder") from None
     except (KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: no generator name ({exc}); was it written by CandidateGenerator.save?") from None
-    return _lookup(name).load(folder)
+    return _lookup(name).load(folder, vocabularies)

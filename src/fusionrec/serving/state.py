@@ -70,6 +70,7 @@ class ServerState:
         self.retrain_status: dict[str, Any] = {"state": "idle"}
         self._retrain_lock = threading.Lock()
         self._swap_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._refused: set[tuple[str, float]] = set()
         self._forgotten_during_retrain: list[str] = []
         self._stop = threading.Event()
@@ -140,7 +141,12 @@ class ServerState:
         return {v.name: (m.version if (m := self.variant_models.get((name, v.name))) else cur) for v in exp.variants}
 
     def reload(self, force: bool = False) -> dict[str, Any]:
-        """Swap in the version MODEL_DIR/current names when it differs from the serving one (or `force`)."""
+        """Swap in the version MODEL_DIR/current names when it differs from the serving one (or `force`).
+        One reload at a time: the poll loop and POST /admin/reload both loaded a new version at once."""
+        with self._reload_lock:
+            return self._reload(force)
+
+    def _reload(self, force: bool) -> dict[str, Any]:
         name = read_current(self.model_dir)
         serving = self.current.version if self.current else None
         if name is None or (name == serving and not force):
