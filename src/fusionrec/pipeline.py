@@ -170,6 +170,15 @@ def clear_fit_cache() -> None:
     _FIT_CACHE.clear()
 
 
+def _blend_tuned_on(table: CandidateTable, y: np.ndarray, n_relevant: np.ndarray,
+                    pairs: slice | np.ndarray) -> LinearBlend:
+    """A linear blend tuned on the users of `pairs` alone (a slice or mask of the table's pairs)."""
+    mask = np.zeros(len(table.rows), bool)
+    mask[pairs] = True
+    sub, old_rows = sub_table(table, mask)
+    return LinearBlend().fit(sub, y[mask], n_relevant[old_rows])
+
+
 class FusedPipeline(CandidateGenerator):
     """Candidates of many generators fused by a learned ranker (or a blend / RRF / best-single baseline)."""
 
@@ -395,10 +404,11 @@ class FusedPipeline(CandidateGenerator):
                         blend_rows = ndcg_per_row(table.rows, self._blend_out_of_fold(table, y, n_relevant, rng),
                                                   y, n_relevant)
                     else:
-                        train = np.zeros(len(table.rows), bool)
-                        train[:cut] = True
-                        sub, old_rows = sub_table(table, train)
-                        blend = LinearBlend().fit(sub, y[train], n_relevant[old_rows]).predict(table)
+                        # tuned on the ranker's training users: a ranker started from a blend has that one
+                        start = self.fuser_.start_
+                        if start is None:
+                            start = _blend_tuned_on(table, y, n_relevant, slice(0, cut))
+                        blend = start.predict(table)
                         blend_rows = ndcg_per_row(remap[table.rows[sel]], blend[sel], y[sel], n_relevant[vr])
                     b_gain = paired_test(blend_rows, base_rows) if len(blend_rows) > 1 else None
                     if b_gain is not None:
@@ -427,10 +437,7 @@ class FusedPipeline(CandidateGenerator):
         training rows views of X; masks copy), started from a blend tuned on the `train` pairs alone."""
         start = init = None
         if self.cfg.ranker_start == "blend":
-            mask = np.zeros(len(table.rows), bool)
-            mask[train] = True
-            sub, old_rows = sub_table(table, mask)
-            start = LinearBlend().fit(sub, y[mask], n_relevant[old_rows])
+            start = _blend_tuned_on(table, y, n_relevant, train)
             init = start.predict(table).astype(np.float64)
         return LambdaRankFuser(self.cfg.ranker, seed=self.cfg.seed).fit(
             X[train], y[train], table.rows[train], X[stop], y[stop], table.rows[stop], names, start=start,
@@ -467,8 +474,7 @@ class FusedPipeline(CandidateGenerator):
             judged = of_row == f
             if not judged.any() or judged.all():
                 continue
-            sub, old_rows = sub_table(table, ~judged)
-            blend = LinearBlend().fit(sub, y[~judged], n_relevant[old_rows])
+            blend = _blend_tuned_on(table, y, n_relevant, ~judged)
             out[judged] = blend.predict(sub_table(table, judged)[0])  # whole users: same normalisation
         return out
 

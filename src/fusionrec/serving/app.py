@@ -135,9 +135,9 @@ def create_app(model_dir: Path | str, store: EventStore | Path | str,
 
     @app.post("/events", response_model=EventsResult, dependencies=writer, tags=["events"])
     async def post_events(body: Annotated[EventBatch, Body()]) -> dict[str, Any]:
-        batch = body if isinstance(body, list) else [body]
+        # dicts of the fields given, fresh from validation
+        events = body if isinstance(body, list) else [body]
         try:
-            events = list(batch)  # dicts of the fields given, fresh from validation
             for e in events:
                 if e.get("user_id"):
                     e["user_id"] = state.stored_id(e["user_id"])
