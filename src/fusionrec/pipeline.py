@@ -352,84 +352,94 @@ class FusedPipeline(CandidateGenerator):
             fused = self.fuser_.predict(table)
         else:
             X = self._features(table, queried, h, item_f, user_f)
-            names = self.feature_names(table.generators)
-            va = val_users[table.rows]
-            cut = int(np.searchsorted(table.rows, int((~val_users).sum())))  # rows sorted by user
-            t1 = time.perf_counter()
-            self.fuser_ = self._fit_ranker(X, y, table, n_relevant, slice(0, cut), slice(cut, None), names)
-            report["ranker_seconds"] = round(time.perf_counter() - t1, 2)
-            report["ranker_trees"] = int(self.fuser_.booster_.current_iteration())
-            if self.fuser_.start_ is not None:
-                report["ranker_start_blend_weights"] = dict(zip(table.generators,
-                                                                map(float, self.fuser_.start_.weights_)))
-            fused = self.fuser_.predict(X, table)
-            vr = np.flatnonzero(val_users)
-            sel = va
-            remap = -np.ones(len(users), np.int64)
-            remap[vr] = np.arange(len(vr))
-            ranker_rows = ndcg_per_row(remap[table.rows[sel]], fused[sel], y[sel], n_relevant[vr])
-            ranker = float(ranker_rows.mean()) if len(ranker_rows) else 0.0
-            report["valid_ndcg@20_heldout_users"] = round(ranker, 4)
-            # the same users ranked by each generator alone: what the ranker must beat
-            alone_rows = [ndcg_per_row(remap[table.rows[sel]], np.nan_to_num(table.scores[sel, j], nan=-1e30),
-                                       y[sel], n_relevant[vr]) for j in range(len(table.generators))]
-            alone = [float(a.mean()) if len(a) else 0.0 for a in alone_rows]
-            report["valid_ndcg@20_heldout_per_generator"] = dict(zip(table.generators, (round(a, 4) for a in alone)))
-            # the alternative is the generator that ranks the whole validation window best (all its users: a
-            # steadier choice than the fifth held out); the ranker must beat it there on the held-out users
-            best = int(np.argmax(per_gen))
-            judged_by, base_rows, base = "held-out", alone_rows[best], alone[best]
-            out_of_fold = cfg.ranker_guard and len(users) < cfg.ranker_guard_cv_users
+            fused = self._learn_ranker(X, y, table, n_relevant, per_gen, val_users, report, rng)
+        report["valid_ndcg@20_fused_in_sample"] = round(ndcg_on_table(table.rows, fused, y, n_relevant), 4)
+
+    def _learn_ranker(self, X: np.ndarray, y: np.ndarray, table: CandidateTable, n_relevant: np.ndarray,
+                      per_gen: list[float], val_users: np.ndarray, report: dict[str, Any],
+                      rng: np.random.Generator) -> np.ndarray:
+        """Fit the LambdaRank fuser on the users not in `val_users` (they come first in the table),
+        early-stopped on the others, and guard it; returns the served fuser's scores of the table."""
+        cfg = self.cfg
+        names = self.feature_names(table.generators)
+        cut = int(np.searchsorted(table.rows, int((~val_users).sum())))  # rows sorted by user
+        t1 = time.perf_counter()
+        self.fuser_ = self._fit_ranker(X, y, table, n_relevant, slice(0, cut), slice(cut, None), names)
+        report["ranker_seconds"] = round(time.perf_counter() - t1, 2)
+        report["ranker_trees"] = int(self.fuser_.booster_.current_iteration())
+        if self.fuser_.start_ is not None:
+            report["ranker_start_blend_weights"] = dict(zip(table.generators, map(float, self.fuser_.start_.weights_)))
+        fused = self.fuser_.predict(X, table)
+        held = val_users[table.rows]
+        vr = np.flatnonzero(val_users)
+        remap = -np.ones(len(val_users), np.int64)
+        remap[vr] = np.arange(len(vr))
+
+        def on_held_out(scores: np.ndarray) -> np.ndarray:
+            return ndcg_per_row(remap[table.rows[held]], scores[held], y[held], n_relevant[vr])
+
+        def on_all(scores: np.ndarray) -> np.ndarray:
+            return ndcg_per_row(table.rows, scores, y, n_relevant)
+
+        def alone(j: int) -> np.ndarray:
+            return np.nan_to_num(table.scores[:, j], nan=-1e30)
+
+        ranker_rows = on_held_out(fused)
+        report["valid_ndcg@20_heldout_users"] = round(float(ranker_rows.mean()) if len(ranker_rows) else 0.0, 4)
+        # the same users ranked by each generator alone: what the ranker must beat
+        alone_rows = [on_held_out(alone(j)) for j in range(len(table.generators))]
+        report["valid_ndcg@20_heldout_per_generator"] = {
+            g: round(float(a.mean()) if len(a) else 0.0, 4) for g, a in zip(table.generators, alone_rows)}
+        # the alternative is the generator that ranks the whole validation window best (all its users: a
+        # steadier choice than the fifth held out); the ranker must beat it there on the held-out users
+        best = int(np.argmax(per_gen))
+        judged_by, judge, base_rows = "held-out", on_held_out, alone_rows[best]
+        out_of_fold = cfg.ranker_guard and len(val_users) < cfg.ranker_guard_cv_users
+        if out_of_fold:
+            judged_by, judge = f"{cfg.ranker_guard_folds}-fold out-of-fold", on_all
+            ranker_rows = judge(self._out_of_fold(X, y, table, n_relevant, names, rng))
+            base_rows = judge(alone(best))
+            report["valid_ndcg@20_out_of_fold"] = {"ranker": round(float(ranker_rows.mean()), 4),
+                                                   table.generators[best]: round(float(base_rows.mean()), 4)}
+        versus = table.generators[best]
+        gain = self._gain(ranker_rows, base_rows, versus, judged_by, report, "ranker_gain_heldout")
+        if not cfg.ranker_guard or (gain is not None and gain.diff > 0 and gain.p_ttest < cfg.ranker_guard_p):
+            return fused
+        p_value = f", paired t-test p = {gain.p_ttest:.3g}" if gain is not None else ""
+        verdict = (f"the ranker ({float(ranker_rows.mean()):.4f}) did not beat {versus} ({float(base_rows.mean()):.4f})"
+                   f" on {judged_by} validation users at p < {cfg.ranker_guard_p:g}{p_value}")
+        if cfg.ranker_guard_blend:
             if out_of_fold:
-                oof = self._out_of_fold(X, y, table, n_relevant, names, rng)
-                ranker_rows = ndcg_per_row(table.rows, oof, y, n_relevant)
-                base_rows = ndcg_per_row(table.rows, np.nan_to_num(table.scores[:, best], nan=-1e30), y, n_relevant)
-                ranker, base = float(ranker_rows.mean()), float(base_rows.mean())
-                judged_by = f"{cfg.ranker_guard_folds}-fold out-of-fold"
-                report["valid_ndcg@20_out_of_fold"] = {"ranker": round(ranker, 4),
-                                                       table.generators[best]: round(base, 4)}
-            gain = paired_test(ranker_rows, base_rows) if len(ranker_rows) > 1 else None
-            if gain is not None:
-                report["ranker_gain_heldout"] = {"versus": table.generators[best], "ndcg@20": round(gain.diff, 4),
-                                                 "p": float(f"{gain.p_ttest:.3g}"), "users": gain.n_users,
-                                                 "judged_by": judged_by}
-            won = gain is not None and gain.diff > 0 and gain.p_ttest < cfg.ranker_guard_p
-            if cfg.ranker_guard and not won:
-                p_value = f", paired t-test p = {gain.p_ttest:.3g}" if gain is not None else ""
-                verdict = (f"the ranker ({ranker:.4f}) did not beat {table.generators[best]} ({base:.4f}) on "
-                           f"{judged_by} validation users at p < {cfg.ranker_guard_p:g}{p_value}")
-                blend_won = False
-                if cfg.ranker_guard_blend:
-                    if out_of_fold:
-                        blend_rows = ndcg_per_row(table.rows, self._blend_out_of_fold(table, y, n_relevant, rng),
-                                                  y, n_relevant)
-                    else:
-                        # tuned on the ranker's training users: a ranker started from a blend has that one
-                        start = self.fuser_.start_
-                        if start is None:
-                            start = _blend_tuned_on(table, y, n_relevant, slice(0, cut))
-                        blend = start.predict(table)
-                        blend_rows = ndcg_per_row(remap[table.rows[sel]], blend[sel], y[sel], n_relevant[vr])
-                    b_gain = paired_test(blend_rows, base_rows) if len(blend_rows) > 1 else None
-                    if b_gain is not None:
-                        report["blend_gain_heldout"] = {"versus": table.generators[best],
-                                                        "ndcg@20": round(b_gain.diff, 4),
-                                                        "p": float(f"{b_gain.p_ttest:.3g}"),
-                                                        "users": b_gain.n_users, "judged_by": judged_by}
-                        blend_won = b_gain.diff > 0 and b_gain.p_ttest < cfg.ranker_guard_p
-                        verdict += (f"; the linear blend ({float(blend_rows.mean()):.4f}) "
-                                    f"{'did' if blend_won else 'did not'}, p = {b_gain.p_ttest:.3g}")
-                if blend_won:
-                    # served: the same procedure on every validation user (as the blend fuser is fitted)
+                blend = self._blend_out_of_fold(table, y, n_relevant, rng)
+            else:  # tuned on the ranker's training users: a ranker started from a blend has that one
+                start = self.fuser_.start_ or _blend_tuned_on(table, y, n_relevant, slice(0, cut))
+                blend = start.predict(table)
+            blend_rows = judge(blend)
+            b_gain = self._gain(blend_rows, base_rows, versus, judged_by, report, "blend_gain_heldout")
+            if b_gain is not None:
+                won = b_gain.diff > 0 and b_gain.p_ttest < cfg.ranker_guard_p
+                verdict += (f"; the linear blend ({float(blend_rows.mean()):.4f}) {'did' if won else 'did not'}, "
+                            f"p = {b_gain.p_ttest:.3g}")
+                if won:  # served: the same procedure on every validation user (as the blend fuser is fitted)
                     self.fuser_ = LinearBlend().fit(table, y, n_relevant)
                     report["blend_weights"] = dict(zip(table.generators, map(float, self.fuser_.weights_)))
                     report["ranker_guard"] = f"{verdict}: serving the linear blend"
-                else:
-                    self.fuser_ = BestSingle()
-                    self.fuser_.index_ = best
-                    report["ranker_guard"] = f"{verdict}: serving {table.generators[best]} alone"
-                fused = self.fuser_.predict(table)
-        report["valid_ndcg@20_fused_in_sample"] = round(ndcg_on_table(table.rows, fused, y, n_relevant), 4)
+                    return self.fuser_.predict(table)
+        self.fuser_ = BestSingle()
+        self.fuser_.index_ = best
+        report["ranker_guard"] = f"{verdict}: serving {versus} alone"
+        return self.fuser_.predict(table)
+
+    @staticmethod
+    def _gain(rows: np.ndarray, base_rows: np.ndarray, versus: str, judged_by: str, report: dict[str, Any],
+              key: str) -> Any:
+        """The paired test of per-user NDCG@20 `rows` against `base_rows`, also reported under `key`."""
+        if len(rows) < 2:
+            return None
+        gain = paired_test(rows, base_rows)
+        report[key] = {"versus": versus, "ndcg@20": round(gain.diff, 4), "p": float(f"{gain.p_ttest:.3g}"),
+                       "users": gain.n_users, "judged_by": judged_by}
+        return gain
 
     def _fit_ranker(self, X: np.ndarray, y: np.ndarray, table: CandidateTable, n_relevant: np.ndarray,
                     train: slice | np.ndarray, stop: slice | np.ndarray, names: list[str]) -> LambdaRankFuser:
