@@ -47,7 +47,11 @@ RUNS: list[dict[str, Any]] = [
                        "by a single user, and the reachable targets' items have a median of one training event, so "
                        "item-kNN, RP3beta, EASE, ALS, BPR, user-kNN and co-visitation relate items through one "
                        "user's history (noise), while counts (pop, catpop) need no co-occurrence. The gaps are a "
-                       "handful of hits among 862 users."},
+                       "handful of hits among 862 users. catpop counts users, not events, and weighs the user's "
+                       "categories by the last half day (parameters chosen on the validation day carved from training "
+                       "data, where it reaches recall@20 0.0062 against popularity's 0.0021, 2.9x); on the test day "
+                       "that is 1.4x: with 11 to 40 users hitting at all, the ratio moves that much from one day to "
+                       "the next."},
     {"key": "taobao-repeats", "config": "taobao", "path": "taobao_userbehavior", "format": "taobao", "protocol": "temporal",
      "test_days": 1, "exclude_seen": False, "models": SHOP_GENERATORS + FUSERS, "metric": "recall@20", "anchors": {},
      "below_pop_note": "`trending` (popularity with a 7-day half-life) over a 9-day log ranks nearly the same items "

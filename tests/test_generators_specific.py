@@ -12,7 +12,7 @@ from fusionrec.candidates.als import ALS, BPR
 from fusionrec.candidates.covisitation import SessionCoVisitation
 from fusionrec.candidates.ease import EASE
 from fusionrec.candidates.itemknn import ItemKNN
-from fusionrec.candidates.popularity import Popularity, Trending
+from fusionrec.candidates.popularity import CategoryPopularity, Popularity, Trending
 from fusionrec.candidates.rp3beta import RP3beta
 from fusionrec.candidates.userknn import UserKNN
 from fusionrec.data.interactions import Interactions, InteractionWeighting
@@ -191,6 +191,44 @@ def test_popularity_weights_behaviours_and_categories() -> None:
     s = mixed.score(np.array([-1]), hist)[0]
     assert data.items.id(int(np.argmax(s))) == "z"  # popular in the books the user looked at
     assert np.isfinite(s).all() and s[idx("v")] == 0.0
+
+
+def test_catpop_counts_users_weighs_recent_categories_and_scales_across_categories(tmp_path) -> None:
+    now = 1_700_000_000.0
+    rows = [("fan", "x", "view", now - 5 * DAY + k) for k in range(10)]  # one user, ten views: "x"
+    rows += [(f"b{u}", "y", "view", now - 5 * DAY + u) for u in range(3)]  # three users, one view each: "y"
+    rows += [("s", "z", "view", now - 5 * DAY)]  # the only shoe, one view
+    # the user: four books a month ago, one shoe today
+    rows += [("me", "old", "view", now - 30 * DAY + k) for k in range(4)] + [("me", "z2", "view", now)]
+    cat = pl.DataFrame({"item_id": ["x", "y", "z", "old", "z2"], "category": ["books", "books", "shoes", "books", "shoes"]})
+    data = Interactions.from_frame(frame(rows), catalogue=cat)
+    idx, me = data.items.index, np.array([data.users.index("me")])
+    hist = data.matrix()[me]
+
+    def scores(**cfg: object) -> np.ndarray:
+        return CategoryPopularity(CategoryPopularity.Config(category_mix=1.0, **cfg)).fit(data).score(me, hist)[0]
+
+    by_events, by_users = scores(), scores(item_count="users")
+    assert by_events[idx("x")] > by_events[idx("y")] and by_users[idx("y")] > by_users[idx("x")]
+    # the history as is: books (4 of 5 events) lead; decayed by a one-day half-life, today's shoes lead
+    assert scores(item_count="users")[idx("y")] > scores(item_count="users")[idx("z")]
+    recent = scores(item_count="users", user_half_life_days=1.0)
+    assert recent[idx("z")] > recent[idx("y")]
+    # "top": each category's best scores its share; "global": the busier category's best item comes first
+    even = CategoryPopularity(CategoryPopularity.Config(category_mix=1.0, item_count="users", user_half_life_days=1.0))
+    even.fit(data)
+    both = sp.csr_matrix(([1.0, 1.0], ([0, 0], [idx("x"), idx("z")])), shape=(1, data.n_items))
+    top = even.score(np.array([-1]), both)[0]
+    assert top[idx("y")] == pytest.approx(top[idx("z")])  # an unknown user's history keeps its weights
+    glob = CategoryPopularity(CategoryPopularity.Config(category_mix=1.0, item_count="users",
+                                                         category_scale="global")).fit(data).score(np.array([-1]), both)[0]
+    assert glob[idx("y")] > glob[idx("z")]
+    # the decay is part of the saved state
+    even.save(tmp_path / "catpop")
+    again = CategoryPopularity.load(tmp_path / "catpop")
+    np.testing.assert_array_equal(again.score(me, hist), even.score(me, hist))
+    with pytest.raises(ValueError, match="item_count"):
+        CategoryPopularity.Config(item_count="sessions")
 
 
 # -- session co-visitation ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from fusionrec import schema as S
 from fusionrec.candidates.base import CandidateGenerator, ScoredItems
-from fusionrec.data.interactions import ITEM_IDX, Interactions
+from fusionrec.data.interactions import ITEM_IDX, Interactions, decayed_histories, last_event_decay
 
 __all__ = ["Popularity", "Trending", "CategoryPopularity", "popularity_fallback", "apply_fallback",
            "popularity_arrays"]
@@ -114,7 +114,7 @@ class Popularity(CandidateGenerator):
         scores = np.broadcast_to(self.popularity_, (b, self.n_items_)).copy()
         mix = self.cfg.category_mix
         if mix > 0 and self.has_categories and histories is not None:
-            h = self._histories(histories, b)
+            h = self._category_history(users, self._histories(histories, b))
             cat = self.item_category_
             known = cat >= 0
             onehot = sp.csr_matrix((np.ones(known.sum(), np.float32), (np.nonzero(known)[0], cat[known])),
@@ -123,9 +123,17 @@ class Popularity(CandidateGenerator):
             total = share.sum(axis=1, keepdims=True)
             has = total[:, 0] > 0
             share = np.divide(share, total, out=np.zeros_like(share), where=total > 0)
-            per_item = np.where(known[None, :], share[:, np.maximum(cat, 0)], 0.0) * self.category_popularity_
+            per_item = np.where(known[None, :], share[:, np.maximum(cat, 0)], 0.0) * self._within_category()
             scores[has] = ((1.0 - mix) * scores[has] + mix * per_item[has]).astype(np.float32)
         return scores
+
+    def _category_history(self, users: np.ndarray, h: sp.csr_matrix) -> sp.csr_matrix:
+        """The history rows whose weight per category makes the user's category shares."""
+        return h
+
+    def _within_category(self) -> np.ndarray:
+        """[n_items] how an item ranks within its category, times its category's share."""
+        return self.category_popularity_
 
     def recommend(self, users: np.ndarray, histories: sp.csr_matrix | None, n: int,
                   exclude: sp.csr_matrix | None = None, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -210,4 +218,50 @@ class CategoryPopularity(Popularity):
     @dataclass(frozen=True)
     class Config(Popularity.Config):
         category_mix: float = 0.9
+        #: what an item's popularity counts: "events" (summed event weights, as `pop`) or "users" (each
+        #: user once, however often they came back; with `half_life_days`, by the age of their last event):
+        #: what many people look at, not what a few viewed dozens of times
+        item_count: str = "events"
+        #: "top": an item's popularity relative to its category's top item (every category's best scores
+        #: 1); "global": as it is, so in two categories of equal share the busier one's items come first
+        category_scale: str = "top"
+        #: the user's category shares weigh each history item by 0.5 ** (days since the user's last event
+        #: on it / this): the categories of this week's visits, not last month's; None: the history as is
+        user_half_life_days: float | None = None
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.item_count not in ("events", "users"):
+                raise ValueError(f"item_count must be 'events' or 'users', got {self.item_count!r}")
+            if self.category_scale not in ("top", "global"):
+                raise ValueError(f"category_scale must be 'top' or 'global', got {self.category_scale!r}")
+            if self.user_half_life_days is not None and not self.user_half_life_days > 0:
+                raise ValueError(f"user_half_life_days must be positive or None, got {self.user_half_life_days}")
+
+    decay_: sp.csr_matrix  # float32 [n_users, n_items]: user_half_life_days decay of the last event per pair
+
+    def _fit(self, data: Interactions) -> None:
+        c = self.cfg
+        if c.item_count == "users":
+            pairs = last_event_decay(data, c.half_life_days) if c.half_life_days and data.has_time else data.matrix() != 0
+            counts = np.asarray(pairs.sum(axis=0), np.float64).ravel()
+            self._load_state(popularity_arrays(counts, data.catalogue, data.n_items))
+        else:
+            super()._fit(data)
+        self.decay_ = last_event_decay(data, c.user_half_life_days)
+
+    def _category_history(self, users: np.ndarray, h: sp.csr_matrix) -> sp.csr_matrix:
+        return decayed_histories(h, users, self.decay_)
+
+    def _within_category(self) -> np.ndarray:
+        return self.popularity_ if self.cfg.category_scale == "global" else self.category_popularity_
+
+    def _state(self) -> dict[str, Any]:
+        return {**super()._state(), "decay": self.decay_}
+
+    def _load_state(self, arrays: dict[str, Any]) -> None:
+        super()._load_state(arrays)
+        # versions saved before user_half_life_days have no decay: their histories count as they are
+        self.decay_ = sp.csr_matrix(arrays["decay"], dtype=np.float32) if "decay" in arrays \
+            else sp.csr_matrix((0, 0), dtype=np.float32)
 

@@ -14,15 +14,9 @@ import scipy.sparse as sp
 
 from fusionrec.candidates.base import CandidateGenerator
 from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
-from fusionrec.data.interactions import Interactions, min_per_pair
+from fusionrec.data.interactions import Interactions, decayed_histories, last_event_decay
 
-__all__ = ["Repeat", "repeat_decay"]
-
-
-def repeat_decay(age_days: np.ndarray, half_life_days: float) -> np.ndarray:
-    """0.5 ** (age / half-life), floored so that a very old item keeps a tiny weight instead of underflowing
-    to 0, which would read as "no known age"."""
-    return np.maximum(np.power(0.5, age_days / half_life_days), 1e-30).astype(np.float32)
+__all__ = ["Repeat"]
 
 
 class Repeat(CandidateGenerator):
@@ -43,29 +37,11 @@ class Repeat(CandidateGenerator):
 
     def _fit(self, data: Interactions) -> None:
         self.fallback_ = popularity_fallback(data) * 1e-3  # below any real history item
-        if self.cfg.half_life_days and data.has_time:
-            ev = data.events
-            t = ev["t"].to_numpy()
-            age = np.nan_to_num((data.now() - t) / 86400.0, nan=0.0)
-            last = min_per_pair(ev["user_idx"].to_numpy(), ev["item_idx"].to_numpy(), age, data.n_users, data.n_items)
-            last.data = repeat_decay(last.data, self.cfg.half_life_days)
-            self.decay_ = last
-        else:
-            self.decay_ = sp.csr_matrix((data.n_users, data.n_items), dtype=np.float32)
+        self.decay_ = last_event_decay(data, self.cfg.half_life_days)
 
     def score(self, users: np.ndarray, histories: sp.csr_matrix | None) -> np.ndarray:
-        users = np.asarray(users, np.int64)
         h = self._histories(histories, len(users)).astype(np.float32)
-        known = (users >= 0) & (users < self.decay_.shape[0])
-        if self.decay_.nnz and known.any():
-            rows = np.flatnonzero(known)
-            pick = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, users[known])),
-                                 shape=(len(users), self.decay_.shape[0]))
-            mask = (h != 0).astype(np.float32)
-            d = sp.csr_matrix((pick @ self.decay_)[:, : h.shape[1]]).multiply(mask).tocsr()
-            # history items with a known age decay; unknown users' items and items added live keep weight 1
-            factor = mask - (d != 0).astype(np.float32) + d
-            h = sp.csr_matrix(h.multiply(factor))
+        h = decayed_histories(h, users, self.decay_)
         s = h.toarray()
         empty = np.diff(h.indptr) == 0
         s = s + self.fallback_[None, : s.shape[1]]

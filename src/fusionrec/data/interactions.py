@@ -12,7 +12,8 @@ import scipy.sparse as sp
 from fusionrec import schema as S
 from fusionrec.data.vocabulary import Vocabulary
 
-__all__ = ["Interactions", "InteractionWeighting", "min_per_pair"]
+__all__ = ["Interactions", "InteractionWeighting", "min_per_pair", "repeat_decay", "last_event_decay",
+           "decayed_histories"]
 
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
@@ -188,6 +189,39 @@ def min_per_pair(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_r: int,
     first[1:] = k[1:] != k[:-1]
     sel = order[first]
     return sp.csr_matrix((vals[sel].astype(np.float32), (rows[sel], cols[sel])), shape=(n_r, n_c))
+
+
+def repeat_decay(age_days: np.ndarray, half_life_days: float) -> np.ndarray:
+    """0.5 ** (age / half-life), floored so that a very old item keeps a tiny weight instead of underflowing
+    to 0, which would read as "no known age"."""
+    return np.maximum(np.power(0.5, age_days / half_life_days), 1e-30).astype(np.float32)
+
+
+def last_event_decay(data: Interactions, half_life_days: float | None) -> sp.csr_matrix:
+    """[n_users, n_items] `repeat_decay` of the age of each user's last event on each item (empty without
+    a half-life or timestamps)."""
+    if not half_life_days or not data.has_time:
+        return sp.csr_matrix((data.n_users, data.n_items), dtype=np.float32)
+    ev = data.events
+    age = np.nan_to_num((data.now() - ev[TIME].to_numpy()) / 86400.0, nan=0.0)
+    last = min_per_pair(ev[USER_IDX].to_numpy(), ev[ITEM_IDX].to_numpy(), age, data.n_users, data.n_items)
+    last.data = repeat_decay(last.data, half_life_days)
+    return last
+
+
+def decayed_histories(h: sp.csr_matrix, users: np.ndarray, decay: sp.csr_matrix) -> sp.csr_matrix:
+    """History rows with each item's weight times its `decay` for the row's user (known users); items of
+    unknown users and items added live (no decay entry) keep their weight."""
+    users = np.asarray(users, np.int64)
+    known = (users >= 0) & (users < decay.shape[0])
+    if not decay.nnz or not known.any():
+        return h
+    rows = np.flatnonzero(known)
+    pick = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, users[known])), shape=(len(users), decay.shape[0]))
+    mask = (h != 0).astype(np.float32)
+    d = sp.csr_matrix((pick @ decay)[:, : h.shape[1]]).multiply(mask).tocsr()
+    factor = mask - (d != 0).astype(np.float32) + d
+    return sp.csr_matrix(h.multiply(factor))
 
 
 def _map_ids(ids: pl.Series, vocab: Vocabulary) -> np.ndarray:

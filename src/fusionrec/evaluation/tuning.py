@@ -26,7 +26,9 @@ __all__ = ["SPACES", "TuneResult", "tune", "write_params"]
 SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
     "pop": {"half_life_days": ("cat", [None, 1.0, 3.0, 7.0, 14.0, 30.0])},
     "trending": {"half_life_days": ("float", 0.5, 60.0, True)},
-    "catpop": {"category_mix": ("float", 0.0, 1.0), "half_life_days": ("cat", [None, 1.0, 3.0, 7.0, 30.0])},
+    "catpop": {"category_mix": ("float", 0.0, 1.0), "half_life_days": ("cat", [None, 1.0, 3.0, 7.0, 30.0]),
+               "item_count": ("cat", ["events", "users"]), "category_scale": ("cat", ["top", "global"]),
+               "user_half_life_days": ("cat", [None, 0.5, 1.0, 2.0, 7.0])},
     "itemknn": {"k": ("int", 20, 1000, True), "shrink": ("float", 0.0, 500.0), "alpha": ("float", 0.0, 1.0),
                 "similarity": ("cat", ["cosine", "asymmetric_cosine", "jaccard"]),
                 "weighting": ("cat", ["none", "bm25", "tfidf"])},

@@ -135,7 +135,7 @@ class LambdaRankFuser:
         # an under-fitted ranker that lost to the best generator (ML-1M validation: ndcg@10 -0.004 -> +0.002)
         eval_at = [int(params.pop("eval_at"))]
         self.feature_names_ = list(feature_names)
-        model = lgb.LGBMRanker(objective="lambdarank", random_state=self.seed, verbose=-1,
+        model = lgb.LGBMRanker(objective=params.pop("objective", "lambdarank"), random_state=self.seed, verbose=-1,
                                deterministic=True, force_row_wise=True, label_gain=[0, 1, 2, 3, 4, 5, 6, 7, 8],
                                **params)
         if (start is None) != (init is None) or (init is None) != (init_val is None):

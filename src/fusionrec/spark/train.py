@@ -27,8 +27,7 @@ import scipy.sparse as sp
 
 from fusionrec import schema as S
 from fusionrec.candidates.popularity import popularity_arrays
-from fusionrec.candidates.repeat import repeat_decay
-from fusionrec.data.interactions import ITEM_IDX, _align_catalogue
+from fusionrec.data.interactions import ITEM_IDX, _align_catalogue, repeat_decay
 from fusionrec.data.validation import IngestCounts, ValidationRules
 from fusionrec.data.vocabulary import Vocabulary
 from fusionrec.errors import ConfigError
