@@ -347,3 +347,17 @@ def test_a_new_item_without_interactions_enters_through_content():
     visit = Query(user=-1, history=np.array([tw])).history_row(data.n_items)
     table, _ = pipe.fused_table(np.array([-1]), visit, None)
     assert new in table.items[table.proposed[:, table.generators.index("content")]]
+
+
+def test_ranker_objective_comes_from_the_config(shop_data, tmp_path):
+    cfg = PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker_guard=False,
+                         ranker={"n_estimators": 30, "objective": "rank_xendcg"})
+    pipe = FusedPipeline(cfg).fit(shop_data)
+    assert "objective=rank_xendcg" in pipe.fuser_.save_text()
+    users = np.arange(10)
+    h = shop_data.matrix()[users]
+    pipe.save(tmp_path / "x")
+    again = FusedPipeline.load(tmp_path / "x")
+    assert np.array_equal(pipe.recommend(users, h, 10, exclude=h)[0], again.recommend(users, h, 10, exclude=h)[0])
+    with pytest.raises(Exception, match="ranker.objective"):
+        PipelineConfig(generators=GENS, ranker={"objective": "regression"})

@@ -122,6 +122,9 @@ class PipelineConfig:
             raise ConfigError(f"ranker_guard_p: a p-value threshold in (0, 1], got {self.ranker_guard_p!r}")
         if self.ranker_start not in ("blend", "zero"):
             raise ConfigError(f"ranker_start: {self.ranker_start!r} is not one of blend, zero")
+        if self.ranker.get("objective", "lambdarank") not in ("lambdarank", "rank_xendcg"):
+            raise ConfigError(f"ranker.objective: {self.ranker['objective']!r} is not one of lambdarank, rank_xendcg "
+                              "(LightGBM's listwise ranking objectives)")
         if self.ranker_guard_folds < 3:
             raise ConfigError(f"ranker_guard_folds: at least 3 (train, early stopping, judged), "
                               f"got {self.ranker_guard_folds!r}")
