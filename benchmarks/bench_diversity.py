@@ -1,6 +1,6 @@
 """Diversity: MMR re-ranking of the fused top-100, the accuracy-vs-diversity curve over lambda.
 
-For each dataset the fused pipeline (LightGBM LambdaRank over the generators of `configs/<key>.toml`)
+For each dataset the fused pipeline (the LightGBM ranker over the generators of `configs/<key>.toml`)
 is fitted ONCE on the split's training data. Each evaluated user's fused top-100 (seen items excluded
 when the protocol says so) is the candidate pool; `fusionrec.rerank.Reranker` with
 `RerankConfig(mmr_lambda=lam)` re-ranks the pool to a top-20 for every lambda, with a similarity
@@ -84,6 +84,16 @@ def content_ild(recs: np.ndarray, k: int, vectors: sp.csr_matrix) -> np.ndarray:
     total = np.asarray(s.multiply(s).sum(axis=1)).ravel() - np.asarray(pick @ norms).ravel()
     pairs = m * (m - 1)
     return np.where(pairs > 0, 1.0 - total / np.maximum(pairs, 1), 0.0)
+
+
+def _served_fuser(pipe: Any) -> str:
+    """What the fitted pipeline serves: its ranker's objective, the blend, or the guard's generator."""
+    fuser = pipe.fuser_
+    if fuser.kind == "lambdarank":
+        return f"LightGBM {fuser.params.get('objective', 'lambdarank')}"
+    if fuser.kind == "best":
+        return f"{list(pipe.generators_)[fuser.index_]} alone (the ranker guard's choice on validation)"
+    return {"blend": "linear blend (the ranker guard's choice on validation)"}.get(fuser.kind, fuser.kind)
 
 
 def run_one(spec: dict[str, Any], quick: bool) -> dict[str, Any]:
@@ -172,7 +182,7 @@ def run_one(spec: dict[str, Any], quick: bool) -> dict[str, Any]:
                            for name, t in zip(("ndcg@10", "recall@20", "ild@10"), tests)}
     payload = {"key": spec["key"], "protocol": spec["protocol"], "exclude_seen": split.exclude_seen,
                "n_users_split": split.n_users, "n_users_evaluated": len(rows), "sampled": len(rows) < split.n_users,
-               "n_items": split.n_items, "generators": list(params["generators"]),
+               "n_items": split.n_items, "generators": list(params["generators"]), "fuser": _served_fuser(pipe),
                "config": f"configs/{spec['config']}.toml",
                "dropped": dropped, "similarity": sim_note, "ild_label": ild_label, "pool": POOL, "n": N,
                "mean_pool": float((pool_i >= 0).sum(axis=1).mean()), "fit_seconds": round(fit_s, 1),
@@ -191,7 +201,7 @@ def render(res: dict[str, Any]) -> list[str]:
     lines = [f"### {res['key']} ({res['protocol']}, {seen}; {users}, {res['n_items']:,} items)", "",
              f"Fused pipeline `{res['config']}` with generators {', '.join(res['generators'])}"
              + (f" (QUICK: {', '.join(res['dropped'])} of the config dropped)" if res["dropped"] else "")
-             + "; fuser LambdaRank. "
+             + f"; fuser {res.get('fuser', 'LambdaRank')}. "
              f"MMR similarity and ILD: {res['similarity']}. Pool: fused top-{res['pool']} "
              f"(mean {res['mean_pool']:.1f} candidates per user), re-ranked to top-{res['n']}.", "",
              f"| λ | NDCG@10 | Recall@20 | HR@10 | {res['ild_label']} | coverage@20 | new items in top-10 "

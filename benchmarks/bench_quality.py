@@ -254,7 +254,8 @@ def run(quick: bool = False) -> str:
     lines = ["## Accuracy: generators and fusion on the shared datasets", "",
              "Full ranking over all items (`fusionrec evaluate`), train items excluded unless the protocol says "
              "repeats count. Hyper-parameters come from `configs/<dataset>.toml`, tuned on a validation split "
-             "carved from the training data; the fused pipelines (`fusion` = LightGBM LambdaRank, `blend` = linear "
+             "carved from the training data; the fused pipelines (`fusion` = a LightGBM ranker, LambdaRank or the "
+             "listwise cross-entropy `rank_xendcg` as the config's `[pipeline.ranker]` says, `blend` = linear "
              "blend tuned on validation, `rrf` = reciprocal-rank fusion, `best` = best single generator on "
              "validation) learn only from a holdout inside the training data. `fusion` keeps its ranker only when "
              "the ranker's NDCG@20 gain over the generator that ranks the whole validation window best is "
