@@ -361,3 +361,16 @@ def test_ranker_objective_comes_from_the_config(shop_data, tmp_path):
     assert np.array_equal(pipe.recommend(users, h, 10, exclude=h)[0], again.recommend(users, h, 10, exclude=h)[0])
     with pytest.raises(Exception, match="ranker.objective"):
         PipelineConfig(generators=GENS, ranker={"objective": "regression"})
+
+
+def test_ranker_ignore_keeps_the_trees_off_the_named_features(shop_data):
+    cfg = PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker_guard=False, ranker={"n_estimators": 40},
+                         ranker_ignore=["*_score", "item_pop*"])
+    pipe = FusedPipeline(cfg).fit(shop_data)
+    used = {n for n, gain in pipe.fuser_.feature_importance().items() if gain > 0}
+    ignored = {f"{g}_score" for g in GENS} | {"item_pop", "item_pop_1d", "item_pop_7d", "item_pop_30d"}
+    assert used and not used & ignored
+    assert "pop_score_norm" in pipe.fuser_.feature_names_  # the features stay, only unused
+    with pytest.raises(Exception, match="ranker_ignore"):
+        FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker_guard=False,
+                                     ranker={"n_estimators": 5}, ranker_ignore=["no_such_*"])).fit(shop_data)

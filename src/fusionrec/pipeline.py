@@ -11,6 +11,7 @@ the window, then refits the generators on all of `data` and keeps the fuser.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import inspect
 import json
@@ -104,6 +105,10 @@ class PipelineConfig:
     #: the ranker's label per behaviour in the validation window (a pair's best behaviour counts), from
     #: 1 to 8; e.g. every behaviour 1 when a view is worth as much as a purchase to the shop
     label_grades: dict[str, int] = field(default_factory=lambda: dict(GRADES))
+    #: ranker features (fnmatch patterns over `FusedPipeline.feature_names`, e.g. "*_score" for every
+    #: generator's raw score) the trees must not split on: values whose scale moves between the stage-1
+    #: generators the ranker learns from and the refitted ones it serves with (raw scores, raw counts)
+    ranker_ignore: list[str] = field(default_factory=list)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -365,6 +370,11 @@ class FusedPipeline(CandidateGenerator):
         early-stopped on the others, and guard it; returns the served fuser's scores of the table."""
         cfg = self.cfg
         names = self.feature_names(table.generators)
+        for pattern in cfg.ranker_ignore:
+            hit = [j for j, n in enumerate(names) if fnmatch.fnmatchcase(n, pattern)]
+            if not hit:
+                raise ConfigError(f"ranker_ignore: {pattern!r} matches no ranker feature; they are {', '.join(names)}")
+            X[:, hit] = np.nan  # missing everywhere: no tree splits on it, so serving needs no mask
         cut = int(np.searchsorted(table.rows, int((~val_users).sum())))  # rows sorted by user
         t1 = time.perf_counter()
         self.fuser_ = self._fit_ranker(X, y, table, n_relevant, slice(0, cut), slice(cut, None), names)
