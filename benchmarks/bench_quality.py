@@ -105,14 +105,20 @@ RUNS: list[dict[str, Any]] = [
 QUICK = ["taobao", "taobao-repeats"]
 
 
+def config_of(spec: dict[str, Any]) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """The dataset's config file and its model parameters ({} when it has no config)."""
+    from fusionrec.evaluation.model_config import read_model_params
+
+    config = ROOT / "configs" / f"{spec.get('config', spec['key'])}.toml"
+    return config, read_model_params(config if config.exists() else None)
+
+
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from fusionrec.data.loading import load_dataset
     from fusionrec.evaluation import evaluate
-    from fusionrec.evaluation.model_config import read_model_params
     from fusionrec.candidates.registry import GENERATORS as KNOWN
 
-    config = ROOT / "configs" / f"{spec.get('config', spec['key'])}.toml"
-    params = read_model_params(config if config.exists() else None)
+    config, params = config_of(spec)
     models = [m for m in spec["models"] if m in KNOWN]
     ds = load_dataset(DATA / spec["path"], spec["format"])
     t0 = time.perf_counter()

@@ -22,22 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from bench_quality import DATA, ROOT, RUNS
+from bench_quality import DATA, RUNS, config_of
 
 
 def main(key: str, variants: dict[str, dict[str, Any]]) -> None:
     from fusionrec.candidates.registry import make
     from fusionrec.data.loading import load_dataset
     from fusionrec.evaluation import metrics as M
-    from fusionrec.evaluation.model_config import read_model_params
     from fusionrec.evaluation.splits import make_splits
     from fusionrec.evaluation.stats import paired_test
 
     spec = next((r for r in RUNS if r["key"] == key), None)
     if spec is None:
         sys.exit(f"unknown dataset {key!r}; one of {', '.join(r['key'] for r in RUNS)}")
-    config = ROOT / "configs" / f"{spec.get('config', key)}.toml"
-    params = read_model_params(config if config.exists() else None)
+    params = config_of(spec)[1]
     ds = load_dataset(DATA / spec["path"], spec["format"])
     split = next(iter(make_splits(ds, spec["protocol"], test_days=spec.get("test_days"),
                                   exclude_seen=spec.get("exclude_seen", True))))

@@ -130,6 +130,10 @@ class PipelineConfig:
         if self.ranker.get("objective", "lambdarank") not in ("lambdarank", "rank_xendcg"):
             raise ConfigError(f"ranker.objective: {self.ranker['objective']!r} is not one of lambdarank, rank_xendcg "
                               "(LightGBM's listwise ranking objectives)")
+        names = FusedPipeline.feature_names(list(self.generators))
+        for pattern in self.ranker_ignore:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise ConfigError(f"ranker_ignore: {pattern!r} matches no ranker feature; they are {', '.join(names)}")
         if self.ranker_guard_folds < 3:
             raise ConfigError(f"ranker_guard_folds: at least 3 (train, early stopping, judged), "
                               f"got {self.ranker_guard_folds!r}")
@@ -366,15 +370,13 @@ class FusedPipeline(CandidateGenerator):
     def _learn_ranker(self, X: np.ndarray, y: np.ndarray, table: CandidateTable, n_relevant: np.ndarray,
                       per_gen: list[float], val_users: np.ndarray, report: dict[str, Any],
                       rng: np.random.Generator) -> np.ndarray:
-        """Fit the LambdaRank fuser on the users not in `val_users` (they come first in the table),
+        """Fit the LightGBM ranker on the users not in `val_users` (they come first in the table),
         early-stopped on the others, and guard it; returns the served fuser's scores of the table."""
         cfg = self.cfg
         names = self.feature_names(table.generators)
-        for pattern in cfg.ranker_ignore:
-            hit = [j for j, n in enumerate(names) if fnmatch.fnmatchcase(n, pattern)]
-            if not hit:
-                raise ConfigError(f"ranker_ignore: {pattern!r} matches no ranker feature; they are {', '.join(names)}")
-            X[:, hit] = np.nan  # missing everywhere: no tree splits on it, so serving needs no mask
+        ignored = [j for j, n in enumerate(names) if any(fnmatch.fnmatchcase(n, p) for p in cfg.ranker_ignore)]
+        if ignored:
+            X[:, ignored] = np.nan  # missing everywhere: no tree splits on them, so serving needs no mask
         cut = int(np.searchsorted(table.rows, int((~val_users).sum())))  # rows sorted by user
         t1 = time.perf_counter()
         self.fuser_ = self._fit_ranker(X, y, table, n_relevant, slice(0, cut), slice(cut, None), names)

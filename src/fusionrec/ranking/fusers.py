@@ -104,7 +104,8 @@ def ndcg_per_row(rows: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_rel
 
 
 class LambdaRankFuser:
-    """LightGBM LambdaRank with one group per user, early-stopped on held-out users."""
+    """A LightGBM ranker (LambdaRank, or `rank_xendcg` by `params["objective"]`) with one group per user,
+    early-stopped on held-out users."""
 
     kind = "lambdarank"
 
