@@ -374,3 +374,56 @@ def test_ranker_ignore_keeps_the_trees_off_the_named_features(shop_data):
     with pytest.raises(Exception, match="ranker_ignore"):
         FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker_guard=False,
                                      ranker={"n_estimators": 5}, ranker_ignore=["no_such_*"])).fit(shop_data)
+
+
+def test_quantile_alignment_maps_each_stage_to_its_own_levels():
+    from fusionrec.features.alignment import QuantileAlignment
+
+    rng = np.random.default_rng(0)
+    stage1 = np.column_stack([rng.exponential(1.0, 5000), rng.integers(0, 3, 5000)]).astype(np.float32)
+    stage1[:500, 0] = np.nan
+    refit = stage1.copy()
+    refit[:, 0] *= 1.7  # the refitted generator scores everything higher
+    a1 = QuantileAlignment.fit(stage1, [0, 1])
+    a2 = QuantileAlignment.fit(refit, [0, 1])
+    x1, x2 = a1.transform(stage1.copy()), a2.transform(refit.copy())
+    assert np.isnan(x1[:500, 0]).all() and np.isnan(x2[:500, 0]).all()  # missing stays missing
+    assert np.allclose(x1[500:, 0], x2[500:, 0], atol=2e-3)  # same pair, same level at both stages
+    raw_on_stage1_map = a1.transform(refit.copy())[500:, 0]
+    assert (raw_on_stage1_map - x1[500:, 0]).mean() > 0.05  # unaligned, the refit's scores read as higher
+    assert 0.0 <= np.nanmin(x1) and np.nanmax(x1) <= 1.0
+    # a value many rows share maps to the middle of its levels: 0, 1, 2 each hold about a third
+    assert np.allclose(np.unique(x1[:, 1]), [1 / 6, 1 / 2, 5 / 6], atol=0.02)
+    assert a1.transform(np.array([[1e9, 7.0]], np.float32)).tolist() == [[1.0, x1[:, 1].max()]]  # clamped
+    again = QuantileAlignment.from_dict(a1.to_dict())
+    assert np.array_equal(again.transform(refit.copy()), a1.transform(refit.copy()), equal_nan=True)
+
+
+def test_ranker_align_serves_with_the_refitted_generators_quantiles(shop_data, tmp_path):
+    cfg = PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker_guard=False, ranker={"n_estimators": 40},
+                         ranker_align=["*_score", "item_pop*", "user_events"], ranker_align_users=200)
+    pipe = FusedPipeline(cfg).fit(shop_data)
+    names = pipe.fuser_.feature_names_
+    align = pipe.fuser_.align_
+    assert align is not None
+    assert [names[j] for j in align.columns] == [n for n in names if n.endswith("_score") and not n.startswith("item_")
+                                                 or n.startswith("item_pop") or n == "user_events"]
+    # the serving quantiles are the refitted stage's: the top item's popularity over all events (every
+    # sampled user meets it among the candidates), not its smaller count before the validation holdout
+    from fusionrec.features.tables import ITEM_FEATURES, ItemFeatures
+
+    pop = list(ITEM_FEATURES).index("item_pop")
+    top_now = pipe.item_features_.values[:, pop].max()
+    top_stage1 = ItemFeatures.build(pipe._holdout(shop_data)[0]).values[:, pop].max()
+    assert top_stage1 < top_now
+    assert align.values[[names[j] for j in align.columns].index("item_pop")].max() == top_now
+    users = np.arange(30)
+    h = shop_data.matrix()[users]
+    got = pipe.recommend(users, h, 10, exclude=h)[0]
+    assert (got >= 0).all()
+    pipe.save(tmp_path / "x")
+    again = FusedPipeline.load(tmp_path / "x")
+    assert again.fuser_.align_ is not None
+    assert np.array_equal(got, again.recommend(users, h, 10, exclude=h)[0])
+    with pytest.raises(Exception, match="ranker_align"):
+        PipelineConfig(generators=GENS, ranker_align=["no_such_*"])

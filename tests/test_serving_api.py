@@ -415,15 +415,24 @@ def test_answer_cache_expiry_eviction_and_off():
     now[0] = 31.0
     assert cache.get("a", ("v1", 0)) is None  # expired
     cache.put("a", 1, "A")
+    now[0] = 40.0
     cache.put("b", 1, "B")
-    cache.get("a", 1)  # a is now the most recently used
+    assert cache.get("a", 1) == "A"  # a hit keeps a where it was: first to expire, first to go
     cache.put("c", 1, "C")
-    assert "b" not in cache and cache.get("a", 1) == "A" and cache.get("c", 1) == "C" and len(cache) == 2
-    cache.put("d", 1, "D")  # nothing expired yet: only the least recently used (a) leaves
-    assert len(cache) == 2 and "a" not in cache
-    now[0] = 100.0
-    cache.put("e", 1, "E")  # c and d expired: they leave as e comes, not only when asked for again
+    assert "a" not in cache and cache.get("b", 1) == "B" and cache.get("c", 1) == "C" and len(cache) == 2
+    cache.put("b", 2, "B2")  # b's new answer lives 30 s from now: it goes to the back
+    cache.put("d", 1, "D")  # nothing expired yet: the oldest answer (c) leaves
+    assert len(cache) == 2 and "c" not in cache and cache.get("b", 2) == "B2"
+    now[0] = 71.0
+    cache.put("e", 1, "E")  # b and d expired: they leave as e comes, not only when asked for again
     assert len(cache) == 1 and "e" in cache
+    now[0] = 80.0
+    cache.put("f", 1, "F")
+    now[0] = 95.0
+    cache.get("e", 1)
+    now[0] = 105.0
+    cache.put("g", 1, "G")  # e expired (at 101) though hit after f was put: it leaves, f stays
+    assert "e" not in cache and "f" in cache and "g" in cache
     off = AnswerCache(seconds=0, users=10)
     off.put("a", 1, "A")
     assert off.get("a", 1) is None and len(off) == 0

@@ -32,6 +32,7 @@ from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions
 from fusionrec.data.vocabulary import Vocabulary
 from fusionrec.errors import ConfigError
 from fusionrec.evaluation.stats import paired_test
+from fusionrec.features.alignment import QuantileAlignment
 from fusionrec.features.tables import ITEM_FEATURES, PAIR_FEATURES, USER_FEATURES, ItemFeatures, UserFeatures, pair_features
 from fusionrec.rerank.explain import Explanation
 from fusionrec.rerank.rules import ItemCatalog, RequestFilters, Reranker, RerankConfig
@@ -109,6 +110,14 @@ class PipelineConfig:
     #: generator's raw score) the trees must not split on: values whose scale moves between the stage-1
     #: generators the ranker learns from and the refitted ones it serves with (raw scores, raw counts)
     ranker_ignore: list[str] = field(default_factory=list)
+    #: ranker features (fnmatch patterns, as `ranker_ignore`) the ranker sees as quantile levels among
+    #: the candidates of their own stage: the stage-1 training table when it learns, a sample of
+    #: `ranker_align_users` users' candidates from the refitted generators when it serves (see
+    #: features/alignment.py). The trees split on the same values either way (a monotone map); what
+    #: changes is that a refitted generator's larger raw scores and counts no longer read as "higher
+    #: than anything seen in training"
+    ranker_align: list[str] = field(default_factory=list)
+    ranker_align_users: int = 5000
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -131,9 +140,12 @@ class PipelineConfig:
             raise ConfigError(f"ranker.objective: {self.ranker['objective']!r} is not one of lambdarank, rank_xendcg "
                               "(LightGBM's listwise ranking objectives)")
         names = FusedPipeline.feature_names(list(self.generators))
-        for pattern in self.ranker_ignore:
-            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-                raise ConfigError(f"ranker_ignore: {pattern!r} matches no ranker feature; they are {', '.join(names)}")
+        for key in ("ranker_ignore", "ranker_align"):
+            for pattern in getattr(self, key):
+                if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                    raise ConfigError(f"{key}: {pattern!r} matches no ranker feature; they are {', '.join(names)}")
+        if self.ranker_align_users < 100:
+            raise ConfigError(f"ranker_align_users: at least 100 users to take quantiles over, got {self.ranker_align_users!r}")
         if self.ranker_guard_folds < 3:
             raise ConfigError(f"ranker_guard_folds: at least 3 (train, early stopping, judged), "
                               f"got {self.ranker_guard_folds!r}")
@@ -248,6 +260,7 @@ class FusedPipeline(CandidateGenerator):
         self.generators_ = self._fitted_generators(data)
         self.item_features_ = ItemFeatures.build(data)
         self.user_features_ = UserFeatures.build(data, self.item_features_)
+        self.align_ranker(data.matrix(), self.seen_matrix(data))
         report["refit_seconds"] = round(time.perf_counter() - t1, 2)
         report["fit_seconds"] = round(time.perf_counter() - t0, 2)
         self.report_ = report
@@ -374,9 +387,12 @@ class FusedPipeline(CandidateGenerator):
         early-stopped on the others, and guard it; returns the served fuser's scores of the table."""
         cfg = self.cfg
         names = self.feature_names(table.generators)
-        ignored = [j for j, n in enumerate(names) if any(fnmatch.fnmatchcase(n, p) for p in cfg.ranker_ignore)]
+        ignored = self._matching(names, cfg.ranker_ignore)
         if ignored:
             X[:, ignored] = np.nan  # missing everywhere: no tree splits on them, so serving needs no mask
+        aligned = [j for j in self._matching(names, cfg.ranker_align) if j not in ignored]
+        if aligned:  # stage 1's own quantiles; the serving stage's are taken after the refit (align_ranker)
+            QuantileAlignment.fit(X, aligned, seed=cfg.seed).transform(X)
         cut = int(np.searchsorted(table.rows, int((~val_users).sum())))  # rows sorted by user
         t1 = time.perf_counter()
         self.fuser_ = self._fit_ranker(X, y, table, n_relevant, slice(0, cut), slice(cut, None), names)
@@ -444,6 +460,30 @@ class FusedPipeline(CandidateGenerator):
         self.fuser_.index_ = best
         report["ranker_guard"] = f"{verdict}: serving {versus} alone"
         return self.fuser_.predict(table)
+
+    @staticmethod
+    def _matching(names: list[str], patterns: list[str]) -> list[int]:
+        return [j for j, n in enumerate(names) if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+    def align_ranker(self, histories: sp.csr_matrix, seen: sp.csr_matrix) -> None:
+        """After the refit: the serving stage's quantiles of the `ranker_align` features, over the
+        candidates of up to `ranker_align_users` users with a history (`histories`, `seen`: every user's
+        rows), queried as the ranker's training users were."""
+        cfg = self.cfg
+        if not isinstance(self.fuser_, LambdaRankFuser) or not cfg.ranker_align:
+            return
+        names = self.feature_names(list(self.generators_))
+        ignored = set(self._matching(names, cfg.ranker_ignore))
+        aligned = [j for j in self._matching(names, cfg.ranker_align) if j not in ignored]
+        users = np.flatnonzero(np.diff(histories.indptr) > 0)
+        rng = np.random.default_rng(cfg.seed)
+        if len(users) > cfg.ranker_align_users:
+            users = np.sort(rng.choice(users, cfg.ranker_align_users, replace=False))
+        queried = np.full(len(users), -1, np.int64) if cfg.anonymous_queries else users
+        h = histories[users]
+        table = self._candidate_table(self.generators_, queried, h, exclude=seen[users] if cfg.exclude_seen else None)
+        X = self._features(table, queried, h, self.item_features_, self.user_features_)
+        self.fuser_.align_ = QuantileAlignment.fit(X, aligned, seed=cfg.seed)
 
     @staticmethod
     def _gain(rows: np.ndarray, base_rows: np.ndarray, versus: str, judged_by: str, report: dict[str, Any],
@@ -683,6 +723,8 @@ class FusedPipeline(CandidateGenerator):
         if isinstance(self.fuser_, LambdaRankFuser):
             (folder / "ranker.txt").write_text(self.fuser_.save_text())
             fuser["features"] = self.fuser_.feature_names_
+            if self.fuser_.align_ is not None:
+                fuser["align"] = self.fuser_.align_.to_dict()
             if self.fuser_.start_ is not None:
                 fuser["start_weights"] = [float(w) for w in self.fuser_.start_.weights_]  # type: ignore[union-attr]
         elif isinstance(self.fuser_, LinearBlend):
@@ -715,6 +757,8 @@ class FusedPipeline(CandidateGenerator):
         if fuser["kind"] == "lambdarank":
             f = LambdaRankFuser(obj.cfg.ranker, seed=obj.cfg.seed)
             f.load_text((folder / "ranker.txt").read_text(), fuser["features"])
+            if "align" in fuser:
+                f.align_ = QuantileAlignment.from_dict(fuser["align"])
             if "start_weights" in fuser:
                 f.start_ = LinearBlend()
                 f.start_.weights_ = np.asarray(fuser["start_weights"], np.float64)

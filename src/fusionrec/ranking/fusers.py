@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from fusionrec.features.alignment import QuantileAlignment
+
 __all__ = ["CandidateTable", "sub_table", "LambdaRankFuser", "LinearBlend", "ReciprocalRankFusion", "BestSingle",
            "ndcg_on_table", "ndcg_per_row", "top_per_row"]
 
@@ -121,6 +123,9 @@ class LambdaRankFuser:
         #: the linear blend the trees start from (boosting from its scores, LightGBM's init_score), or
         #: None: the trees alone
         self.start_: LinearBlend | None = None
+        #: the serving stage's feature alignment (see features/alignment.py), applied by `predict`; None
+        #: while the ranker is judged on the stage-1 table it was trained on (aligned by its caller)
+        self.align_: QuantileAlignment | None = None
 
     def fit(self, X: np.ndarray, y: np.ndarray, rows: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
             rows_val: np.ndarray, feature_names: list[str], start: "LinearBlend | None" = None,
@@ -150,7 +155,10 @@ class LambdaRankFuser:
         return self
 
     def predict(self, X: np.ndarray, table: CandidateTable | None = None) -> np.ndarray:
-        """Fused scores of the pairs in X (rows of `table`, which a ranker started from a blend needs)."""
+        """Fused scores of the pairs in X (rows of `table`, which a ranker started from a blend needs);
+        with `align_` set, its columns of X are aligned in place first."""
+        if self.align_ is not None:
+            X = self.align_.transform(X)
         out = np.asarray(self.booster_.predict(X, num_threads=int(self.params.get("num_threads", 1))), np.float32)
         if self.start_ is not None:
             if table is None:

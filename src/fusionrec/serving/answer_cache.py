@@ -6,8 +6,10 @@ the model version that ranked it, the user's history revision (`HistoryStore.rev
 of the user's events and by forgetting them), the request's parameters. Any change misses, so an event
 still changes the very next answer (the freshness of the feedback loop is untouched); what a cached
 answer does not follow is the rest of the shop (trending counts moved by other users), for at most
-`seconds`. One entry per user (the latest request's); expired entries leave as new ones come, and the
-least recently used go past `users`;
+`seconds`. One entry per user (the latest request's), kept in the order they were put, which is the
+order they expire in (every entry lives `seconds`): expired entries leave from the front as new ones
+come, and past `users` the oldest answers leave first (those nearest their expiry). A hit does not move
+an entry: moved, it would sit behind entries that expire later and outlive its own expiry there.
 `forget` drops a user's entry at once (deletion on request).
 """
 
@@ -46,7 +48,6 @@ class AnswerCache:
         with self._lock:
             entry = self._entries.get(user_id)
             if entry is not None and entry[0] == key and entry[1] > now:
-                self._entries.move_to_end(user_id)
                 self.hits += 1
                 return entry[2]
             self.misses += 1
@@ -59,8 +60,8 @@ class AnswerCache:
         with self._lock:
             self._entries[user_id] = (key, now + self.seconds, answer)
             self._entries.move_to_end(user_id)
-            # expired answers go from the least recently used end, so the cache holds about the users
-            # asked for in the last `seconds` (rate x seconds), not every user ever asked for, up to `users`
+            # the front expires first: the cache holds the users asked for in the last `seconds` (rate x
+            # seconds), not every user ever asked for, and never more than `users`
             while self._entries and (len(self._entries) > self.users
                                      or next(iter(self._entries.values()))[1] <= now):
                 self._entries.popitem(last=False)

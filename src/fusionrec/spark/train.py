@@ -352,6 +352,7 @@ def fit_pipeline(run: SparkRun, cfg: Any = None, scfg: SparkTrainConfig | None =
     pipeline.users_ = Vocabulary(run.indexed.user_ids)
     pipeline.n_items_ = len(pipeline.items_)
     pipeline.n_users_ = len(pipeline.users_)
+    pipeline.align_ranker(extra["hist"], extra["hist"])
     report["refit_seconds"] = round(time.perf_counter() - t2, 2)
     report["stage2_stage_seconds"] = extra["seconds"]
     report["fit_seconds"] = round(time.perf_counter() - t0, 2)
