@@ -390,9 +390,10 @@ class FusedPipeline(CandidateGenerator):
         ignored = self._matching(names, cfg.ranker_ignore)
         if ignored:
             X[:, ignored] = np.nan  # missing everywhere: no tree splits on them, so serving needs no mask
-        aligned = [j for j in self._matching(names, cfg.ranker_align) if j not in ignored]
+        aligned = self._aligned_columns(names)
         if aligned:  # stage 1's own quantiles; the serving stage's are taken after the refit (align_ranker)
             QuantileAlignment.fit(X, aligned, seed=cfg.seed).transform(X)
+            report["ranker_aligned_features"] = [names[j] for j in aligned]
         cut = int(np.searchsorted(table.rows, int((~val_users).sum())))  # rows sorted by user
         t1 = time.perf_counter()
         self.fuser_ = self._fit_ranker(X, y, table, n_relevant, slice(0, cut), slice(cut, None), names)
@@ -465,6 +466,11 @@ class FusedPipeline(CandidateGenerator):
     def _matching(names: list[str], patterns: list[str]) -> list[int]:
         return [j for j, n in enumerate(names) if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
+    def _aligned_columns(self, names: list[str]) -> list[int]:
+        """The `ranker_align` features, less the ignored ones (no tree splits on those)."""
+        ignored = set(self._matching(names, self.cfg.ranker_ignore))
+        return [j for j in self._matching(names, self.cfg.ranker_align) if j not in ignored]
+
     def align_ranker(self, histories: sp.csr_matrix, seen: sp.csr_matrix) -> None:
         """After the refit: the serving stage's quantiles of the `ranker_align` features, over the
         candidates of up to `ranker_align_users` users with a history (`histories`, `seen`: every user's
@@ -472,9 +478,7 @@ class FusedPipeline(CandidateGenerator):
         cfg = self.cfg
         if not isinstance(self.fuser_, LambdaRankFuser) or not cfg.ranker_align:
             return
-        names = self.feature_names(list(self.generators_))
-        ignored = set(self._matching(names, cfg.ranker_ignore))
-        aligned = [j for j in self._matching(names, cfg.ranker_align) if j not in ignored]
+        aligned = self._aligned_columns(self.feature_names(list(self.generators_)))
         users = np.flatnonzero(np.diff(histories.indptr) > 0)
         rng = np.random.default_rng(cfg.seed)
         if len(users) > cfg.ranker_align_users:
@@ -759,6 +763,8 @@ class FusedPipeline(CandidateGenerator):
             f.load_text((folder / "ranker.txt").read_text(), fuser["features"])
             if "align" in fuser:
                 f.align_ = QuantileAlignment.from_dict(fuser["align"])
+                if any(not 0 <= j < len(f.feature_names_) for j in f.align_.columns):
+                    raise ValueError(f"{folder}/fuser.json: align names a column the ranker does not have")
             if "start_weights" in fuser:
                 f.start_ = LinearBlend()
                 f.start_.weights_ = np.asarray(fuser["start_weights"], np.float64)
