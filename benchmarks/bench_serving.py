@@ -469,7 +469,7 @@ def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: lis
         f"priority, loading and swapping in the server) and swapped in {swap['version']}; "
         f"{swap['errors']} errors in {swap['requests']:,} requests; p99 {swap['steady']['p99']:.1f} ms steady, "
         f"{swap['during']['p99']:.1f} ms during the retrain "
-        f"({swap['during']['p99'] / swap['steady']['p99']:.1f}x steady; target 2x), "
+        f"({swap['during']['p99'] / swap['steady']['p99']:.2f}x steady; target 2x), "
         f"{swap['after']['p99']:.1f} ms after; throughput {swap['steady']['rps']:,.0f} / "
         f"{swap['during']['rps']:,.0f} / {swap['after']['rps']:,.0f} requests/s.",
     ]
