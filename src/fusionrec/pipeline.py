@@ -260,7 +260,8 @@ class FusedPipeline(CandidateGenerator):
         self.generators_ = self._fitted_generators(data)
         self.item_features_ = ItemFeatures.build(data)
         self.user_features_ = UserFeatures.build(data, self.item_features_)
-        self.align_ranker(data.matrix(), self.seen_matrix(data))
+        if self.cfg.ranker_align:
+            self.align_ranker(data.matrix(), self.seen_matrix(data))
         report["refit_seconds"] = round(time.perf_counter() - t1, 2)
         report["fit_seconds"] = round(time.perf_counter() - t0, 2)
         self.report_ = report
