@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,10 +23,10 @@ import scipy.sparse as sp
 from bench_quality import DATA, RUNS, config_of
 
 
-def _popularity(targets: sp.csr_matrix, target_ids: list[str], train_items: list[str], pop: np.ndarray) -> str:
-    index = {i: k for k, i in enumerate(train_items)}
-    cols = targets.tocoo().col
-    p = np.asarray([pop[index[target_ids[c]]] if target_ids[c] in index else 0 for c in cols], np.float64)
+def _popularity(targets: sp.csr_matrix, target_items: Any, items: Any, pop: np.ndarray) -> str:
+    """Training popularity of the target items (`target_items`: the targets' vocabulary, `items`: pop's)."""
+    idx = items.indices(target_items.ids(targets.tocoo().col))
+    p = np.where(idx >= 0, pop[np.maximum(idx, 0)], 0).astype(np.float64)
     return f"{len(p):,} targets, training popularity mean {p.mean():.1f}, median {np.median(p):.0f}"
 
 
@@ -46,8 +47,8 @@ def main(key: str, names: list[str]) -> None:
     X = vt.matrix()
     pop = np.asarray((X > 0).sum(axis=0)).ravel()
     print(f"{key}: the carve is {valid.description}; the generators are fitted on the rest of the training data")
-    print(f"  carve: {_popularity(valid.targets, valid.target_items.ids(), vt.items.ids(), pop)}")
-    print(f"  test:  {_popularity(split.targets, split.target_items.ids(), vt.items.ids(), pop)}")
+    print(f"  carve: {_popularity(valid.targets, valid.target_items, vt.items, pop)}")
+    print(f"  test:  {_popularity(split.targets, split.target_items, vt.items, pop)}")
     # the test users in the fitted models' user space, their carve-less histories, and their test targets
     users = vt.users.indices(split.user_ids)
     known = np.flatnonzero(users >= 0)

@@ -56,9 +56,7 @@ class QuantileAlignment:
             ok = np.isfinite(col)
             if not len(u):
                 col[ok] = np.nan  # the column never had a value at this stage: nothing to compare it to
-            elif len(u) == 1:
-                col[ok] = lv[0]
-            else:
+            else:  # outside the table: its first or last level
                 col[ok] = np.interp(col[ok], u, lv)
         return X
 
