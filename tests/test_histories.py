@@ -43,6 +43,29 @@ def test_a_history_keeps_the_newest_events_only():
     assert h.item_ids(a.items) == ["x2", "x3", "x4"] and a.n_live == 3
 
 
+def test_a_batch_of_live_events_is_the_same_as_one_event_at_a_time():
+    """append() handles ids, behaviour codes and trending for the whole batch: the result must not depend on
+    how the events were batched (order within a user, the cap, a behaviour first seen live, a missing time)."""
+    events = [("a", "i3", "cart", 150.0), ("new", "i9", "view", 300.0), ("a", "i9", "reorder", float("nan")),
+              ("b", "i1", "buy", 250.0), ("a", "x1", "view", 400.0), ("a", "x2", "view", 401.0),
+              ("new", "i9", "reorder", 500.0)]
+    one, batch = _store(max_events=4), _store(max_events=4)
+    for e in events:
+        one.append([e])
+    assert batch.append(events) == len(events) and batch.live_events == one.live_events == len(events)
+
+    def state(h: HistoryStore) -> tuple:
+        hist = {u: (h.item_ids(x.items), x.behaviors.tolist(), [None if t != t else t for t in x.times.tolist()])
+                for u in ("a", "b", "new") for x in [h.history(u)]}
+        items, scores = h.trending(10)
+        return (hist, {u: h.revision(u) for u in ("a", "b", "new")}, h.behaviors, h.live_mark(), h.newest,
+                h.item_ids(items), scores.tolist())
+
+    assert state(batch) == state(one)
+    assert len(batch.history("a")) == 4 and "reorder" in batch.behaviors  # capped; the new behaviour has a code
+    assert "i9" in batch.item_ids(batch.trending(10)[0])  # an item only live events touched now trends
+
+
 def test_forget_drops_stored_and_live_events():
     h = _store()
     h.append([("a", "i3", "view", 300.0)])

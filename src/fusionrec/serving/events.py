@@ -75,6 +75,11 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+def _column(values: list[Any]) -> pa.Array:
+    """One raw field of a group as text (most values are text or missing already: no call for those)."""
+    return pa.array([v if v is None or v.__class__ is str else _text(v) for v in values], pa.string())
+
+
 class EventWriter:
     """The single writer of the store: validated event batches and other write jobs, in one thread."""
 
@@ -183,7 +188,7 @@ class EventWriter:
         rows = [ev for batch in batches for ev in batch]
         seqs = self._next_seqs(len(rows))
         now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-        cols = {c: pa.array([_text(ev.get(c)) for ev in rows], pa.string()) for c in RAW_FIELDS}
+        cols = {c: _column([ev.get(c) for ev in rows]) for c in RAW_FIELDS}
         # the contract: timestamp is optional, the server's clock fills it
         cols[S.TIMESTAMP] = pc.fill_null(cols[S.TIMESTAMP], now)
         n = len(rows)

@@ -316,18 +316,25 @@ class HistoryStore:
 
     # -- live updates -------------------------------------------------------------------------
     def append(self, events: Iterable[tuple[str, str, str, float]]) -> int:
-        """Add accepted live events (user_id, item_id, canonical behaviour, epoch seconds); returns how many."""
-        n = 0
+        """Add accepted live events (user_id, item_id, canonical behaviour, epoch seconds); returns how many.
+
+        Ids, behaviour codes and the trending counters are handled for the whole batch at once; only
+        each user's list of live events is appended to one event at a time."""
+        events = list(events)
+        if not events:
+            return 0
+        user_ids, item_ids, behaviors, times = zip(*events)
         with self._lock:
-            for user_id, item_id, behavior, t in events:
-                self.users.extend([user_id])
-                self._ensure_items([item_id])
-                u, i = self.users.index(user_id), self.items.index(item_id)
-                b = self.behavior_code(behavior)
-                if b < 0:
+            self.users.extend(user_ids)
+            self._ensure_items(item_ids)
+            for behavior in dict.fromkeys(behaviors):  # a behaviour first seen live gets the next code
+                if self.behavior_code(behavior) < 0:
                     self.behaviors.append(behavior)
                     self._weights = np.append(self._weights, np.float32(S.DEFAULT_BEHAVIOR_WEIGHTS.get(behavior, 1.0)))
-                    b = len(self.behaviors) - 1
+            code = {behavior: self.behavior_code(behavior) for behavior in set(behaviors)}
+            users, items = self.users.indices(user_ids), self.items.indices(item_ids)
+            codes = np.fromiter((code[b] for b in behaviors), np.int64, len(behaviors))
+            for u, i, b, t in zip(users.tolist(), items.tolist(), codes.tolist(), times):
                 live = self._live.get(u)
                 if live is None:
                     live = self._live[u] = []
@@ -336,15 +343,17 @@ class HistoryStore:
                 self._revisions[u] = self._revisions.get(u, 0) + 1
                 if len(live) > self.max_events:
                     del live[0]
-                w = float(self._weights[b])
-                if math.isfinite(t):
-                    self.newest = t if not math.isfinite(self.newest) else max(self.newest, t)
-                    age = t - self._t_ref
-                    w *= 2.0 ** min(age / (TRENDING_HALF_LIFE_DAYS * 86400.0), 1000.0)
-                self._trend[i] += w
-                n += 1
-            self.live_events += n
-        return n
+            t = np.asarray(times, np.float64)
+            w = self._weights[codes].astype(np.float64)
+            timed = np.isfinite(t)
+            if timed.any():
+                newest = float(t[timed].max())
+                self.newest = newest if not math.isfinite(self.newest) else max(self.newest, newest)
+                age = t[timed] - self._t_ref
+                w[timed] *= 2.0 ** np.minimum(age / (TRENDING_HALF_LIFE_DAYS * 86400.0), 1000.0)
+            np.add.at(self._trend, items, w)  # in event order, as one event at a time would add them
+            self.live_events += len(events)
+        return len(events)
 
     def forget(self, user_id: str) -> bool:
         """Drop every event of the user from memory; True when there was anything to drop."""

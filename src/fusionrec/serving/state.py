@@ -249,9 +249,10 @@ class ServerState:
                                                      timeout)
         if result.accepted:
             self.histories.append(result.accepted)
-            now = time.time()
-            for user, item, behavior, _ in result.accepted:
-                self.tracker.event(user, item, behavior, now)
+            if self.tracker.experiments:  # events are attributed to the impressions of experiments
+                now = time.time()
+                for user, item, behavior, _ in result.accepted:
+                    self.tracker.event(user, item, behavior, now)
             self.metrics.events.inc(len(result.accepted))
         for r in result.rejected:
             self.metrics.rejected.labels(r["reason"].split(":", 1)[0][:60]).inc()
