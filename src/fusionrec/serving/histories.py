@@ -2,14 +2,15 @@
 
 Histories are indexed by server-wide user and item codes (a `Vocabulary` each) that do not depend on
 a model version, so a hot swap only rebuilds the small code -> model index map. Stored events sit in
-CSR arrays built once at start; live events go to a per-user list, so a new event is part of the
-user's next query at once. Trending is a sum of exponentially decayed event weights per item.
+CSR arrays built once at start; live events go to a per-user packed array, so a new event is part of
+the user's next query at once. Trending is a sum of exponentially decayed event weights per item.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from array import array
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -20,6 +21,17 @@ from fusionrec import schema as S
 from fusionrec.data.vocabulary import Vocabulary
 
 __all__ = ["Catalogue", "HistoryStore", "UserHistory", "VERBS"]
+
+#: doubles per live event in a user's packed array: item code, behaviour code, epoch seconds, sequence number
+LIVE_FIELDS = 4
+
+
+def _unpack(live: array | None) -> np.ndarray:
+    """[events, LIVE_FIELDS] a copy of a user's packed live events (none: an empty table); a copy, so the
+    array may grow while the caller reads it."""
+    if live is None:
+        return np.empty((0, LIVE_FIELDS))
+    return np.array(live, np.float64).reshape(-1, LIVE_FIELDS)
 
 #: how a behaviour reads in "because you ... X"
 VERBS = {"view": "viewed", "click": "clicked", "fav": "saved", "cart": "added to your cart", "buy": "bought"}
@@ -136,11 +148,12 @@ class HistoryStore:
         self.catalogue = catalogue
         self.max_events = max_events
         self._base = _Base(indptr, item_codes, behavior_codes, times)  # replaced whole, never edited
-        # live events per user, oldest first, each (item code, behaviour code, epoch seconds, live
-        # sequence number): the newest `max_events` received (a history never holds more), so a busy
-        # user or a client replaying a log costs bounded memory and bounded work per request; a
-        # retrain's swap folds the ones it learned into the base (`rebase`)
-        self._live: dict[int, list[tuple[int, int, float, int]]] = {}
+        # live events per user, oldest first, packed LIVE_FIELDS doubles each (item code, behaviour code,
+        # epoch seconds, live sequence number: 32 bytes, where a tuple of Python objects took ~150): the
+        # newest `max_events` received (a history never holds more), so a busy user or a client
+        # replaying a log costs bounded memory and bounded work per request; a retrain's swap folds the
+        # ones it learned into the base (`rebase`)
+        self._live: dict[int, array] = {}
         self._live_seq = 0  # sequence number of the newest live event
         self._masked: set[int] = set()  # users forgotten: their stored rows no longer count
         self._revisions: dict[int, int] = {}  # per user code: bumped by each live event and by forget
@@ -264,7 +277,7 @@ class HistoryStore:
         if code < 0:
             return None
         with self._lock:  # the live events and the base they complete, read together
-            live = list(self._live.get(code, ()))
+            live = _unpack(self._live.get(code))
             masked = code in self._masked
             base = self._base
         parts_i, parts_b, parts_t = [], [], []
@@ -274,16 +287,15 @@ class HistoryStore:
             parts_b.append(row[1])
             parts_t.append(row[2])
         n_new = 0
-        if live:
-            arr = np.asarray(live, np.float64)
-            parts_i.append(arr[:, 0].astype(np.int64))
-            parts_b.append(arr[:, 1].astype(np.int8))
-            parts_t.append(arr[:, 2])
-            n_new = int(np.count_nonzero(arr[:, 3] > learned_through))
+        if len(live):
+            parts_i.append(live[:, 0].astype(np.int64))
+            parts_b.append(live[:, 1].astype(np.int8))
+            parts_t.append(live[:, 2])
+            n_new = int(np.count_nonzero(live[:, 3] > learned_through))
         if not parts_i:
             return UserHistory(np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0), 0)
         items, beh, t = np.concatenate(parts_i), np.concatenate(parts_b), np.concatenate(parts_t)
-        if live:
+        if len(live):
             order = np.argsort(np.nan_to_num(t, nan=-np.inf), kind="stable")  # live events may come late
             items, beh, t = items[order], beh[order], t[order]
         if len(items) > self.max_events:
@@ -337,12 +349,12 @@ class HistoryStore:
             for u, i, b, t in zip(users.tolist(), items.tolist(), codes.tolist(), times):
                 live = self._live.get(u)
                 if live is None:
-                    live = self._live[u] = []
+                    live = self._live[u] = array("d")
                 self._live_seq += 1
-                live.append((i, b, t, self._live_seq))
+                live.extend((i, b, t, self._live_seq))
                 self._revisions[u] = self._revisions.get(u, 0) + 1
-                if len(live) > self.max_events:
-                    del live[0]
+                if len(live) > LIVE_FIELDS * self.max_events:
+                    del live[:LIVE_FIELDS]
             t = np.asarray(times, np.float64)
             w = self._weights[codes].astype(np.float64)
             timed = np.isfinite(t)
@@ -370,23 +382,24 @@ class HistoryStore:
 
     def rebase(self, through: int) -> int:
         """Fold the live events up to sequence number `through` (a retrain's `live_mark`) into the base
-        arrays, where an event costs 13 bytes instead of a Python tuple's ~150, so a server that runs
-        for weeks holds only the events since its last retrain as objects. Returns how many moved.
+        arrays, where an event costs 13 bytes instead of the live arrays' 32, so a server that runs for
+        weeks holds only the events since its last retrain in those. Returns how many moved.
 
         The new base is built outside the lock (requests go on, reading the old base and the live
         lists, which still hold every event); one short locked step installs it and drops the moved
         events from the live lists, so a reader sees each event exactly once."""
         with self._lock:
             # a forgotten user who came back keeps new events live: their base row stays masked
-            picked = {u: [e for e in ev if e[3] <= through] for u, ev in self._live.items() if u not in self._masked}
+            unpacked = {u: _unpack(ev) for u, ev in self._live.items() if u not in self._masked}
             base = self._base
             n_users = len(self.users)
-        picked = {u: ev for u, ev in picked.items() if ev}
+        picked = {u: ev[ev[:, 3] <= through] for u, ev in unpacked.items()}
+        picked = {u: ev for u, ev in picked.items() if len(ev)}
         n = sum(len(ev) for ev in picked.values())
         if not n:
             return 0
-        users = np.fromiter((u for u, ev in picked.items() for _ in ev), np.int64, n)
-        flat = np.asarray([e for ev in picked.values() for e in ev], np.float64)
+        users = np.repeat(np.fromiter(picked, np.int64, len(picked)), [len(ev) for ev in picked.values()])
+        flat = np.concatenate(list(picked.values()))
         order = np.argsort(users, kind="stable")  # by user code, each user's events in their order
         users, flat = users[order], flat[order]
         # each event goes at the end of its user's row; users new since the base go after everything,
@@ -411,9 +424,10 @@ class HistoryStore:
                 live = self._live.get(u)
                 if live is None:  # forgotten meanwhile: their base row is masked
                     continue
-                rest = [e for e in live if e[3] > through]
-                if rest:
-                    self._live[u] = rest
+                rest = _unpack(live)
+                rest = rest[rest[:, 3] > through]
+                if len(rest):
+                    self._live[u] = array("d", rest.ravel().tolist())
                 else:
                     del self._live[u]
         return n
