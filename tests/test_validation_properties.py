@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -182,6 +183,35 @@ def test_api_events_each_accepted_or_rejected_with_a_reason(events):
         for user, item, behavior, t in res.accepted:
             assert user and item and behavior in ValidationRules().behaviors.weights
             assert now - 40 * 365 * 86400 < t < now + timedelta(days=2).total_seconds()
+
+
+def test_concurrent_requests_share_commits_and_each_gets_its_own_result():
+    """The writer commits the requests waiting together (and, under concurrency, waits a moment for
+    more): each request must still get the outcome of its own events, rejects indexed within it."""
+    with EventStore(":memory:") as store:
+        writer = EventWriter(store)
+        groups: list[int] = []
+        commit = writer._commit
+        writer._commit = lambda batches: (groups.append(len(batches)), commit(batches))[1]  # type: ignore[method-assign]
+
+        def request(k: int) -> tuple[int, list[dict], object]:
+            events = [{"user_id": f"u{k}", "item_id": f"i{j}", "behavior": "view"} for j in range(k % 3 + 1)]
+            if k % 5 == 0:
+                events.insert(1, {"user_id": f"u{k}", "behavior": "view"})  # no item: rejected at index 1
+            return k, events, writer.submit(events)
+
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                sent = list(pool.map(request, range(200)))
+            results = [(k, events, fut.result(timeout=60)) for k, events, fut in sent]
+        finally:
+            writer.close()
+        assert max(groups) > 1 and sum(groups) == 200  # requests did share commits
+        for k, events, res in results:
+            assert len(res.accepted) == k % 3 + 1
+            assert {(u, i) for u, i, _, _ in res.accepted} == {(f"u{k}", f"i{j}") for j in range(k % 3 + 1)}
+            assert [r["index"] for r in res.rejected] == ([1] if k % 5 == 0 else [])
+        assert store.count("events") == sum(k % 3 + 1 for k in range(200))
 
 
 def test_api_time_range_follows_the_clock_of_a_long_running_writer(monkeypatch):

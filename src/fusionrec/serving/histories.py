@@ -331,7 +331,7 @@ class HistoryStore:
         """Add accepted live events (user_id, item_id, canonical behaviour, epoch seconds); returns how many.
 
         Ids, behaviour codes and the trending counters are handled for the whole batch at once; only
-        each user's list of live events is appended to one event at a time."""
+        each user's packed array of live events is appended to one event at a time."""
         events = list(events)
         if not events:
             return 0
@@ -386,8 +386,8 @@ class HistoryStore:
         weeks holds only the events since its last retrain in those. Returns how many moved.
 
         The new base is built outside the lock (requests go on, reading the old base and the live
-        lists, which still hold every event); one short locked step installs it and drops the moved
-        events from the live lists, so a reader sees each event exactly once."""
+        arrays, which still hold every event); one short locked step installs it and drops the moved
+        events from the live arrays, so a reader sees each event exactly once."""
         with self._lock:
             # a forgotten user who came back keeps new events live: their base row stays masked
             unpacked = {u: _unpack(ev) for u, ev in self._live.items() if u not in self._masked}
