@@ -464,7 +464,7 @@ def _markdown(quick: bool, info: dict, startup: float, seconds: float, rows: lis
                      "(each batch committed to DuckDB before the answer).")
     lines.append("- The server's store runs on one DuckDB thread once the histories are loaded (`store_threads`, "
                  "the default): concurrent requests' events are validated and committed together by one writer "
-                 "thread.")
+                 "thread, which waits up to 2 ms for more requests when its last commit had several.")
     lines += [
         f"- Freshness: a known user buys the top item of their recommendations; from POST /events returning to "
         f"a recommendation that reflects it (the item filtered out, or named as history in a reason): "
