@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from bench_quality import DATA, RUNS, config_of
 
+from fusionrec.data.vocabulary import Vocabulary
 
-def _popularity(targets: sp.csr_matrix, target_items: Any, items: Any, pop: np.ndarray) -> str:
+
+def _popularity(targets: sp.csr_matrix, target_items: Vocabulary, items: Vocabulary, pop: np.ndarray) -> str:
     """Training popularity of the target items (`target_items`: the targets' vocabulary, `items`: pop's)."""
     idx = items.indices(target_items.ids(targets.tocoo().col))
     p = np.where(idx >= 0, pop[np.maximum(idx, 0)], 0).astype(np.float64)

@@ -24,13 +24,15 @@ __all__ = ["Catalogue", "HistoryStore", "UserHistory", "VERBS"]
 
 #: doubles per live event in a user's packed array: item code, behaviour code, epoch seconds, sequence number
 LIVE_FIELDS = 4
+_NO_LIVE = np.empty((0, LIVE_FIELDS))
+_NO_LIVE.flags.writeable = False
 
 
 def _unpack(live: array | None) -> np.ndarray:
     """[events, LIVE_FIELDS] a copy of a user's packed live events (none: an empty table); a copy, so the
     array may grow while the caller reads it."""
     if live is None:
-        return np.empty((0, LIVE_FIELDS))
+        return _NO_LIVE
     return np.array(live, np.float64).reshape(-1, LIVE_FIELDS)
 
 #: how a behaviour reads in "because you ... X"
@@ -339,11 +341,13 @@ class HistoryStore:
         with self._lock:
             self.users.extend(user_ids)
             self._ensure_items(item_ids)
+            code = {}
             for behavior in dict.fromkeys(behaviors):  # a behaviour first seen live gets the next code
-                if self.behavior_code(behavior) < 0:
+                code[behavior] = self.behavior_code(behavior)
+                if code[behavior] < 0:
                     self.behaviors.append(behavior)
                     self._weights = np.append(self._weights, np.float32(S.DEFAULT_BEHAVIOR_WEIGHTS.get(behavior, 1.0)))
-            code = {behavior: self.behavior_code(behavior) for behavior in set(behaviors)}
+                    code[behavior] = len(self.behaviors) - 1
             users, items = self.users.indices(user_ids), self.items.indices(item_ids)
             codes = np.fromiter((code[b] for b in behaviors), np.int64, len(behaviors))
             for u, i, b, t in zip(users.tolist(), items.tolist(), codes.tolist(), times):
