@@ -242,3 +242,41 @@ def test_api_time_range_follows_the_clock_of_a_long_running_writer(monkeypatch):
             assert len(writer.write([event(soon)]).accepted) == 1
         finally:
             writer.close()
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(st.lists(st.lists(api_event(), min_size=1, max_size=8), min_size=2, max_size=5))
+def test_a_long_running_writer_judges_each_group_as_a_fresh_one_would(groups):
+    """The writer's statements are prepared once and run on every group: what an earlier group held
+    (no missing user, only short ids, ...) must not change how a later one is judged."""
+    def outcome(res):
+        return sorted((r["index"], r["reason"]) for r in res.rejected), len(res.accepted)
+
+    with EventStore(":memory:") as store:
+        writer = EventWriter(store)
+        try:
+            kept = [outcome(writer.write(g)) for g in groups]
+        finally:
+            writer.close()
+        assert store.count("events") == sum(n for _, n in kept)
+    for g, got in zip(groups, kept):
+        with EventStore(":memory:") as fresh:
+            w = EventWriter(fresh)
+            try:
+                assert outcome(w.write(g)) == got
+            finally:
+                w.close()
+
+
+def test_a_missing_user_after_groups_without_one_is_rejected():
+    # DuckDB's statistics propagation once folded `user_id IS NULL` to false in the prepared statement,
+    # planned on a first group where no user was missing: the event then failed on another check
+    with EventStore(":memory:") as store:
+        writer = EventWriter(store)
+        try:
+            assert not writer.write([{"user_id": "u", "item_id": "i", "behavior": "view"}]).rejected
+            res = writer.write([{"item_id": "i", "behavior": "view"}, {"user_id": "u" * 300, "item_id": "i",
+                                                                       "behavior": "view"}])
+        finally:
+            writer.close()
+    assert [r["reason"] for r in res.rejected] == ["missing user_id", "user_id too long: over 256 bytes"]

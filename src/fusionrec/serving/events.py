@@ -5,15 +5,18 @@ takes every request waiting at that moment, validates them together with the sam
 `fusionrec ingest` (`validated_sql`), inserts the accepted rows and quarantines the rejected ones in
 one transaction, and commits (DuckDB fsyncs its WAL on commit) before any of those requests is
 answered. Grouping keeps the per-event cost low under concurrency without a second log to replay.
-Validation and insert are one statement (INSERT ... SELECT over the validation of the registered
-rows, RETURNING what was stored); when some rows are rejected, a second query reads them and they are
-quarantined in the same transaction, their raw JSON built for them alone.
+A group's rows go to a temporary inbox table; validation and insert are one prepared statement over
+it (INSERT ... SELECT over the validation of the inbox, RETURNING what was stored); when some rows are
+rejected, a second prepared query reads them and they are quarantined in the same transaction, their
+raw JSON built for them alone; the inbox is emptied before the commit.
 
-Planning that statement is most of a single event's cost (4 of 7 ms). Prepared statements over a
-temporary inbox table were tried and dropped: DuckDB 1.4.4 re-optimised them with the statistics of an
-earlier group's rows, folded `user_id IS NULL` to false and stored an event it had to reject. What the
-writer does save is the thread pool: the server runs the store on one DuckDB thread
-(`ServingSettings.store_threads`), since handing a few rows to a pool cost more than the work.
+Prepared, because planning the validation statement was most of a small group's cost (4.6 of 7 ms for
+one event: the prepared statement runs in about 2). A prepared plan outlives the data it was planned on,
+so DuckDB's statistics propagation is off for the store's database: with it, DuckDB 1.4.4 folded the
+validation's `user_id IS NULL` to false with the statistics of an earlier group's rows and stored an
+event it had to reject (tests/test_validation_properties.py sends such groups one after another). The
+server runs the store on one DuckDB thread (`ServingSettings.store_threads`), since handing a few rows
+to a pool cost more than the work.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fusionrec import schema as S
-from fusionrec.data.adapters import RawEvents
+from fusionrec.data.adapters import RawEvents, sql_str
 from fusionrec.data.validation import CONTENT_COLUMNS, ValidationRules, validated_sql
 from fusionrec.store.event_store import EventStore
 
@@ -49,6 +52,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_GROUP_EVENTS = 5000
 #: how long the writer waits for more requests to join a group when the last group had several
 _LINGER_SECONDS = 0.002
+#: the writer connection's temporary inbox table and its two prepared statements
+_INBOX, _INSERT, _REJECTED = "_fusionrec_api_inbox", "_fusionrec_api_insert", "_fusionrec_api_rejected"
+#: optimizers whose plans depend on the data seen when a statement is planned (see the module docstring)
+_DATA_DEPENDENT_OPTIMIZERS = ("statistics_propagation", "compressed_materialization")
 
 
 @dataclass
@@ -91,8 +98,7 @@ class EventWriter:
         self._queue: queue.Queue[tuple[str, Any, Future] | None] = queue.Queue()
         self._last_seq = 0
         self._last_group = 0  # requests in the last group written
-        self._validate_sql = ""
-        self._sql_hour = -1
+        self._sql_hour = -1  # the hour the prepared statements were built for (-1: not yet)
         self._thread = threading.Thread(target=self._run, name="fusionrec-store-writer", daemon=True)
         self._closed = False
         self._thread.start()
@@ -182,14 +188,29 @@ class EventWriter:
         for g, res in zip(group, results):
             g[2].set_result(res)
 
-    def _validation_sql(self) -> str:
-        """The shared validation SQL, rebuilt every hour: its default time range ends at now + 1 day, so
-        SQL built once at start would reject current events after the server's first day."""
+    def _prepare(self) -> None:
+        """The inbox and the prepared validation statements, rebuilt every hour: the validation's default
+        time range ends at now + 1 day, so statements built once at start would reject current events
+        after the server's first day."""
         hour = int(time.time() // 3600)
-        if hour != self._sql_hour:
-            raw = RawEvents(sql="SELECT * FROM _api_events", source=Path("api"))
-            self._validate_sql, self._sql_hour = validated_sql(raw, self.rules), hour
-        return self._validate_sql
+        if hour == self._sql_hour:
+            return
+        con = self.store.con
+        if self._sql_hour < 0:
+            disabled = {o.strip() for o in con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
+                        .split(",") if o.strip()}
+            con.execute(f"SET disabled_optimizers = {sql_str(','.join(sorted(disabled | set(_DATA_DEPENDENT_OPTIMIZERS))))}")
+            text = ", ".join(f"{c} VARCHAR" for c in (*RAW_FIELDS, S.SPLIT))
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {_INBOX} ({text}, {S.SEQ} BIGINT, {S.SOURCE} VARCHAR, "
+                        f"{S.LINE} BIGINT, reject VARCHAR, raw VARCHAR)")
+        validated = validated_sql(RawEvents(sql=f"SELECT * FROM {_INBOX}", source=Path("api")), self.rules)
+        ins = ", ".join(CONTENT_COLUMNS)
+        con.execute(f"PREPARE {_INSERT} AS INSERT INTO events ({ins}, {S.SEQ}, {S.SOURCE}, {S.LINE}) "
+                    f"SELECT {ins}, {S.SEQ}, {S.SOURCE}, {S.LINE} FROM ({validated}) WHERE reason IS NULL "
+                    f"RETURNING {S.SEQ}, {S.USER_ID}, {S.ITEM_ID}, {S.BEHAVIOR}, {S.TIMESTAMP}")
+        con.execute(f"PREPARE {_REJECTED} AS SELECT {S.SEQ}, {S.SOURCE}, {S.LINE}, reason FROM ({validated}) "
+                    "WHERE reason IS NOT NULL")
+        self._sql_hour = hour
 
     def _next_seqs(self, n: int) -> list[int]:
         # microseconds since the epoch, strictly increasing: orders API events after each other
@@ -213,33 +234,26 @@ class EventWriter:
                           S.SOURCE: pa.array(["api"] * n, pa.string()), S.LINE: pa.array(seqs, pa.int64()),
                           "reject": reject, "raw": pa.nulls(n, pa.string())})
         con = self.store.con
-        ins = ", ".join(CONTENT_COLUMNS)
-        validated = self._validation_sql()
-        con.register("_api_events", table)
+        self._prepare()
+        con.execute("BEGIN TRANSACTION")
         try:
-            con.execute("BEGIN TRANSACTION")
+            con.from_arrow(table).insert_into(_INBOX)
+            # validation and insert in one statement; the rejected rows (rare) are read in a second
+            stored = con.execute(f"EXECUTE {_INSERT}").fetch_arrow_table()
+            rejected = None
+            if stored.num_rows < n:
+                rejected = con.execute(f"EXECUTE {_REJECTED}").fetch_arrow_table()
+                self._quarantine(con, rejected, rows, seqs)
+            if stored.num_rows + (rejected.num_rows if rejected is not None else 0) != n:
+                raise RuntimeError(f"validation of {n} events returned a different number of rows")
+            con.execute(f"DELETE FROM {_INBOX}")
+            con.execute("COMMIT")
+        except BaseException:
             try:
-                # validation and insert in one statement; the rejected rows (rare) are read in a second
-                stored = con.execute(
-                    f"INSERT INTO events ({ins}, {S.SEQ}, {S.SOURCE}, {S.LINE}) SELECT {ins}, {S.SEQ}, {S.SOURCE}, "
-                    f"{S.LINE} FROM ({validated}) WHERE reason IS NULL "
-                    f"RETURNING {S.SEQ}, {S.USER_ID}, {S.ITEM_ID}, {S.BEHAVIOR}, {S.TIMESTAMP}").fetch_arrow_table()
-                rejected = None
-                if stored.num_rows < n:
-                    rejected = con.execute(f"SELECT {S.SEQ}, {S.SOURCE}, {S.LINE}, reason FROM ({validated}) "
-                                           "WHERE reason IS NOT NULL").fetch_arrow_table()
-                    self._quarantine(con, rejected, rows, seqs)
-                if stored.num_rows + (rejected.num_rows if rejected is not None else 0) != n:
-                    raise RuntimeError(f"validation of {n} events returned a different number of rows")
-                con.execute("COMMIT")
-            except BaseException:
-                try:
-                    con.execute("ROLLBACK")
-                except Exception:  # a failed COMMIT (disk full) already ended the transaction: keep its error
-                    pass
-                raise
-        finally:
-            con.unregister("_api_events")
+                con.execute("ROLLBACK")  # the inbox's rows too
+            except Exception:  # a failed COMMIT (disk full) already ended the transaction: keep its error
+                pass
+            raise
         first = seqs[0]  # the group's seqs are consecutive: seq - first is the row's position
         micros = pc.cast(pc.cast(stored.column(S.TIMESTAMP), pa.timestamp("us")), pa.int64())
         when = pc.fill_null(pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6), float("nan"))  # epoch seconds
