@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from fusionrec.serving.histories import HistoryStore
+from fusionrec.serving.histories import LIVE_FIELDS, HistoryStore
 
 
 def _store(max_events: int = 500) -> HistoryStore:
@@ -41,6 +41,14 @@ def test_a_history_keeps_the_newest_events_only():
     h.append([("a", f"x{i}", "view", 1000.0 + i) for i in range(5)])
     a = h.history("a")
     assert h.item_ids(a.items) == ["x2", "x3", "x4"] and a.n_live == 3
+    # a busy user's live events are cut back in one piece (a quarter past the cap at most), read capped
+    busy = _store(max_events=8)
+    for k in range(0, 100, 7):
+        busy.append([("a", f"y{i}", "view", 2000.0 + i) for i in range(k, min(k + 7, 100))])
+        held = len(busy._live[busy.users.index("a")]) // LIVE_FIELDS
+        assert held <= 8 + 2
+        sent = ["i1", "i2"] + [f"y{i}" for i in range(min(k + 7, 100))]  # "a" has two stored events
+        assert busy.item_ids(busy.history("a").items) == sent[-8:]
 
 
 def test_a_batch_of_live_events_is_the_same_as_one_event_at_a_time():

@@ -35,6 +35,13 @@ def _unpack(live: array | None) -> np.ndarray:
         return _NO_LIVE
     return np.array(live, np.float64).reshape(-1, LIVE_FIELDS)
 
+
+def _live_slack(max_events: int) -> int:
+    """How many events past `max_events` a user's live array may hold before it is cut back to the newest
+    `max_events` (reads take the newest `max_events` anyway)."""
+    return max(max_events // 4, 1)
+
+
 #: how a behaviour reads in "because you ... X"
 VERBS = {"view": "viewed", "click": "clicked", "fav": "saved", "cart": "added to your cart", "buy": "bought"}
 TRENDING_HALF_LIFE_DAYS = 7.0
@@ -152,9 +159,9 @@ class HistoryStore:
         self._base = _Base(indptr, item_codes, behavior_codes, times)  # replaced whole, never edited
         # live events per user, oldest first, packed LIVE_FIELDS doubles each (item code, behaviour code,
         # epoch seconds, live sequence number: 32 bytes, where a tuple of Python objects took ~150): the
-        # newest `max_events` received (a history never holds more), so a busy user or a client
-        # replaying a log costs bounded memory and bounded work per request; a retrain's swap folds the
-        # ones it learned into the base (`rebase`)
+        # newest `max_events` received, up to a quarter more between cuts (a history never reads more), so
+        # a busy user or a client replaying a log costs bounded memory and bounded work per request; a
+        # retrain's swap folds the ones it learned into the base (`rebase`)
         self._live: dict[int, array] = {}
         self._live_seq = 0  # sequence number of the newest live event
         self._masked: set[int] = set()  # users forgotten: their stored rows no longer count
@@ -350,6 +357,7 @@ class HistoryStore:
                     code[behavior] = len(self.behaviors) - 1
             users, items = self.users.indices(user_ids), self.items.indices(item_ids)
             codes = np.fromiter((code[b] for b in behaviors), np.int64, len(behaviors))
+            keep, most = LIVE_FIELDS * self.max_events, LIVE_FIELDS * (self.max_events + _live_slack(self.max_events))
             for u, i, b, t in zip(users.tolist(), items.tolist(), codes.tolist(), times):
                 live = self._live.get(u)
                 if live is None:
@@ -357,8 +365,8 @@ class HistoryStore:
                 self._live_seq += 1
                 live.extend((i, b, t, self._live_seq))
                 self._revisions[u] = self._revisions.get(u, 0) + 1
-                if len(live) > LIVE_FIELDS * self.max_events:
-                    del live[:LIVE_FIELDS]
+                if len(live) > most:  # cut back in one piece, not one memmove per event
+                    del live[:len(live) - keep]
             t = np.asarray(times, np.float64)
             w = self._weights[codes].astype(np.float64)
             timed = np.isfinite(t)
