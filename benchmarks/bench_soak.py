@@ -325,6 +325,9 @@ def run(quick: bool = False, seconds: float | None = None, rate: float | None = 
             res = soak(base, proc.pid, tmp, users, items, seconds=seconds, rate=rate, shop_clock=clock)
         finally:
             stop_server(proc)
+        # what the swap loads: the retrained version learned the soak's events too
+        res["version_mb"] = {v.name: sum(f.stat().st_size for f in v.rglob("*") if f.is_file()) / 1e6
+                             for v in sorted(model.iterdir()) if v.is_dir() and not v.is_symlink()}
         errors = [ln for ln in log.read_text().splitlines() if " ERROR " in ln or "Traceback" in ln]
     res["calibrated_rps"] = measured
     res["server_errors"] = len(errors)
@@ -357,6 +360,9 @@ def _markdown(res: dict, info: dict, quick: bool) -> str:
         "phases: " + ", ".join(f"{label} {g:+.1%}" for label, g in (("before the swap", res["rss_growth_before_swap"]),
                                                                    ("after it", res["rss_growth_after_swap"]))
                                if g is not None) + ".",
+        *([f"- Model versions on disk (the retrained one learned the soak's events as well): "
+           + ", ".join(f"{name} {mb:.1f} MB" for name, mb in res["version_mb"].items()) + "."]
+          if res.get("version_mb") else []),
         f"- p99 per {res['window_seconds']:.0f} s window, the swap window excluded: worst / median "
         f"= {res['p99_steady_max_over_median'] or float('nan'):.2f}.",
         "",
