@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fusionrec.privacy import pseudonymize
+from fusionrec.serving.events import EventWriter
 from fusionrec.store.event_store import EventStore
 from fusionrec.errors import FusionrecError
 
@@ -39,6 +40,13 @@ def test_encrypted_store_needs_its_key(tmp_path):
     db = tmp_path / "enc.duckdb"
     with EventStore(db, key="correct horse battery staple") as st:
         st.ingest([events_file(tmp_path)], "fusionrec")
+        # the API's writer works on the attached encrypted store too (its inbox and prepared statements)
+        writer = EventWriter(st)
+        try:
+            res = writer.write([{"user_id": "carol", "item_id": "i9", "behavior": "view"}, {"item_id": "i9", "behavior": "view"}])
+        finally:
+            writer.close()
+        assert len(res.accepted) == 1 and [r["reason"] for r in res.rejected] == ["missing user_id"]
         st.con.execute("CHECKPOINT")
     assert RAW_USER.encode() not in db.read_bytes() and b"i1,view" not in db.read_bytes()
     with pytest.raises(FusionrecError):
@@ -46,7 +54,7 @@ def test_encrypted_store_needs_its_key(tmp_path):
     with pytest.raises(FusionrecError):
         EventStore(db, key="wrong")
     with EventStore(db, key="correct horse battery staple", read_only=True) as st:
-        assert st.count("events") == 3
+        assert st.count("events") == 4
 
 
 def test_end_to_end_raw_ids_never_stored_but_served(tmp_path):
