@@ -142,7 +142,8 @@ class EventWriter:
             n = len(job[1])
             after: list[tuple[str, Any, Future] | None] = []  # a call or the stop mark ends the group
             # under concurrency (the last group had several requests) wait a moment for more: a group
-            # costs ~5 ms of statement planning however few events it has; alone, a request never waits
+            # costs a few ms (its statements, its commit) however few events it has; alone, a request
+            # never waits
             linger_until = time.monotonic() + _LINGER_SECONDS if self._last_group > 1 else 0.0
             while n < _MAX_GROUP_EVENTS and not after:
                 try:
@@ -188,10 +189,10 @@ class EventWriter:
         for g, res in zip(group, results):
             g[2].set_result(res)
 
-    def _prepare(self) -> None:
-        """The inbox and the prepared validation statements, rebuilt every hour: the validation's default
-        time range ends at now + 1 day, so statements built once at start would reject current events
-        after the server's first day."""
+    def _prepare(self, rows: pa.Table) -> None:
+        """The inbox (shaped like `rows`, a group's table) and the prepared validation statements, rebuilt
+        every hour: the validation's default time range ends at now + 1 day, so statements built once at
+        start would reject current events after the server's first day."""
         hour = int(time.time() // 3600)
         if hour == self._sql_hour:
             return
@@ -200,9 +201,11 @@ class EventWriter:
             disabled = {o.strip() for o in con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]
                         .split(",") if o.strip()}
             con.execute(f"SET disabled_optimizers = {sql_str(','.join(sorted(disabled | set(_DATA_DEPENDENT_OPTIMIZERS))))}")
-            text = ", ".join(f"{c} VARCHAR" for c in (*RAW_FIELDS, S.SPLIT))
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {_INBOX} ({text}, {S.SEQ} BIGINT, {S.SOURCE} VARCHAR, "
-                        f"{S.LINE} BIGINT, reject VARCHAR, raw VARCHAR)")
+            con.register("_fusionrec_api_shape", rows.schema.empty_table())
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {_INBOX} AS SELECT * FROM _fusionrec_api_shape")
+            finally:
+                con.unregister("_fusionrec_api_shape")
         validated = validated_sql(RawEvents(sql=f"SELECT * FROM {_INBOX}", source=Path("api")), self.rules)
         ins = ", ".join(CONTENT_COLUMNS)
         con.execute(f"PREPARE {_INSERT} AS INSERT INTO events ({ins}, {S.SEQ}, {S.SOURCE}, {S.LINE}) "
@@ -234,7 +237,7 @@ class EventWriter:
                           S.SOURCE: pa.array(["api"] * n, pa.string()), S.LINE: pa.array(seqs, pa.int64()),
                           "reject": reject, "raw": pa.nulls(n, pa.string())})
         con = self.store.con
-        self._prepare()
+        self._prepare(table)
         con.execute("BEGIN TRANSACTION")
         try:
             con.from_arrow(table).insert_into(_INBOX)
