@@ -52,7 +52,7 @@ def _ranking(quick: bool) -> list[str]:
     from fusionrec.candidates.base import Query
     from fusionrec.evaluation.model_config import read_model_params
     from fusionrec.evaluation.splits import make_splits
-    from fusionrec.pipeline import FusedPipeline, PipelineConfig
+    from fusionrec.pipeline import FusedPipeline, PipelineConfig, item_similarity_of
     from fusionrec.ranking.fusers import top_per_row
     from fusionrec.serving.model import one_thread_per_request
 
@@ -83,7 +83,8 @@ def _ranking(quick: bool) -> list[str]:
             continue
         table = _cut(table, np.sort(rng.choice(len(table.rows), N_CANDIDATES, replace=False)))
         t2 = time.perf_counter()
-        X = pipe._features(table, users, hist, pipe.item_features_, pipe.user_features_)
+        X = pipe._features(table, users, hist, pipe.item_features_, pipe.user_features_,
+                           item_similarity_of(pipe.generators_))
         t3 = time.perf_counter()
         fused = pipe.fuser_.predict(X, table)
         t4 = time.perf_counter()

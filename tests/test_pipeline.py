@@ -9,7 +9,7 @@ import pytest
 from fusionrec.candidates.base import Query
 from fusionrec.data.interactions import Interactions
 from fusionrec.data.synthetic import ShopConfig, generate_shop
-from fusionrec.pipeline import FusedPipeline, PipelineConfig
+from fusionrec.pipeline import FusedPipeline, PipelineConfig, item_similarity_of
 from fusionrec.rerank.rules import RequestFilters
 
 GENS = {"pop": {}, "itemknn": {}, "covisit": {}, "als": {"factors": 16, "iterations": 5}}
@@ -204,7 +204,8 @@ def test_the_ranker_boosts_from_a_blend_tuned_on_its_training_users(shop_data, f
     users = np.arange(30)
     h = shop_data.matrix()[users]
     table, fused = blended.fused_table(users, h, h)
-    X = blended._features(table, users, h, blended.item_features_, blended.user_features_)
+    X = blended._features(table, users, h, blended.item_features_, blended.user_features_,
+                          item_similarity_of(blended.generators_))
     trees = blended.fuser_.booster_.predict(X)
     assert np.allclose(fused, trees + start.predict(table), atol=1e-4)
     assert not np.allclose(fused, trees, atol=1e-2)
@@ -225,7 +226,7 @@ def test_the_ranker_boosts_from_a_blend_tuned_on_its_training_users(shop_data, f
     zero = fitted
     assert zero.fuser_.start_ is None and "ranker_start_blend_weights" not in zero.report_
     table, fused = zero.fused_table(users, h, h)
-    X = zero._features(table, users, h, zero.item_features_, zero.user_features_)
+    X = zero._features(table, users, h, zero.item_features_, zero.user_features_, item_similarity_of(zero.generators_))
     assert np.allclose(fused, zero.fuser_.booster_.predict(X), atol=1e-5)
     with pytest.raises(Exception, match="ranker_start"):
         PipelineConfig(generators=GENS, ranker_start="ease")

@@ -33,7 +33,8 @@ from fusionrec.data.vocabulary import Vocabulary
 from fusionrec.errors import ConfigError
 from fusionrec.evaluation.stats import paired_test
 from fusionrec.features.alignment import QuantileAlignment
-from fusionrec.features.tables import ITEM_FEATURES, PAIR_FEATURES, USER_FEATURES, ItemFeatures, UserFeatures, pair_features
+from fusionrec.features.tables import (ITEM_FEATURES, PAIR_FEATURES, SESSION_ITEMS, USER_FEATURES, ItemFeatures,
+                                       UserFeatures, pair_features)
 from fusionrec.rerank.explain import Explanation
 from fusionrec.rerank.rules import ItemCatalog, RequestFilters, Reranker, RerankConfig
 from fusionrec.ranking.fusers import (BestSingle, CandidateTable, LambdaRankFuser, LinearBlend, ReciprocalRankFusion,
@@ -377,7 +378,7 @@ class FusedPipeline(CandidateGenerator):
             report["best_generator"] = table.generators[self.fuser_.index_]
             fused = self.fuser_.predict(table)
         else:
-            X = self._features(table, queried, h, item_f, user_f)
+            X = self._features(table, queried, h, item_f, user_f, item_similarity_of(gens))
             fused = self._learn_ranker(X, y, table, n_relevant, per_gen, val_users, report, rng)
         report["valid_ndcg@20_fused_in_sample"] = round(ndcg_on_table(table.rows, fused, y, n_relevant), 4)
 
@@ -487,7 +488,8 @@ class FusedPipeline(CandidateGenerator):
         queried = np.full(len(users), -1, np.int64) if cfg.anonymous_queries else users
         h = histories[users]
         table = self._candidate_table(self.generators_, queried, h, exclude=seen[users] if cfg.exclude_seen else None)
-        X = self._features(table, queried, h, self.item_features_, self.user_features_)
+        X = self._features(table, queried, h, self.item_features_, self.user_features_,
+                           item_similarity_of(self.generators_))
         self.fuser_.align_ = QuantileAlignment.fit(X, aligned, seed=cfg.seed)
 
     @staticmethod
@@ -582,9 +584,11 @@ class FusedPipeline(CandidateGenerator):
 
     @staticmethod
     def _features(table: CandidateTable, users: np.ndarray, histories: sp.csr_matrix, item_f: ItemFeatures,
-                  user_f: UserFeatures) -> np.ndarray:
+                  user_f: UserFeatures, item_sim: sp.csr_matrix | None,
+                  sessions: sp.csr_matrix | None = None) -> np.ndarray:
         """[pairs, features] in `feature_names` order, each block written into one float32 matrix (a
-        training set of millions of pairs is gigabytes: no block is stacked into a second copy)."""
+        training set of millions of pairs is gigabytes: no block is stacked into a second copy).
+        `item_sim` and `sessions`: see `pair_features`."""
         g = len(table.generators)
         n_item, n_user = len(ITEM_FEATURES), len(USER_FEATURES)
         X = np.empty((len(table.rows), 4 * g + 1 + n_item + n_user + len(PAIR_FEATURES)), np.float32)
@@ -599,17 +603,20 @@ class FusedPipeline(CandidateGenerator):
         X[:, c:c + n_item] = item_f.values[table.items]
         c += n_item
         X[:, c:c + n_user] = user_f.rows(np.asarray(users)[table.rows])
-        pair_features(users, histories, table.rows, table.items, item_f, user_f, out=X[:, c + n_user:])
+        pair_features(users, histories, table.rows, table.items, item_f, user_f, out=X[:, c + n_user:],
+                      item_sim=item_sim, sessions=sessions)
         return X
 
     # -- scoring ------------------------------------------------------------------------------
     def fused_table(self, users: np.ndarray, histories: sp.csr_matrix, exclude: sp.csr_matrix | None,
-                    live: bool = False) -> tuple[CandidateTable, np.ndarray]:
-        """The candidate table of a batch and the fused score of every pair (`live`: see recommend_query)."""
+                    live: bool = False, sessions: sp.csr_matrix | None = None) -> tuple[CandidateTable, np.ndarray]:
+        """The candidate table of a batch and the fused score of every pair (`live`: see recommend_query;
+        `sessions`: each row's current-session items, default the users' most recent ones)."""
         table = self._candidate_table(self.generators_, users, histories, exclude, live=live)
         if isinstance(self.fuser_, LambdaRankFuser):
-            X = self._features(table, users, histories, self.item_features_, self.user_features_)
-            return table, self.fuser_.predict(X, table)
+            X = self._features(table, users, histories, self.item_features_, self.user_features_,
+                               item_similarity_of(self.generators_), sessions)
+            return table, self.fuser_.predict(self._ranker_columns(X, table.generators), table)
         return table, self.fuser_.predict(table)
 
     @staticmethod
@@ -654,7 +661,7 @@ class FusedPipeline(CandidateGenerator):
 
         hist, ex = query.history_row(self.n_items_), query.exclude_row(self.n_items_)
         users = np.asarray([query.user], np.int64)
-        table, fused = self.fused_table(users, hist, ex, live=live)
+        table, fused = self.fused_table(users, hist, ex, live=live, sessions=query.session_row(self.n_items_, SESSION_ITEMS))
         order = np.lexsort((-self.tiebreak(table), -fused))[:n_pool]
         items, scores = table.items[order], fused[order]
         ranks = table.ranks[order]
@@ -676,12 +683,21 @@ class FusedPipeline(CandidateGenerator):
         return out
 
     def explaining_similarity(self) -> sp.csr_matrix | None:
-        """An item x item similarity to attribute recommendations to history items (item-kNN first)."""
-        for gen in self.generators_.values():
-            sim = getattr(gen, "sim_", None)
-            if sim is not None:
-                return sim
-        return None
+        """An item x item similarity to attribute recommendations to history items."""
+        return item_similarity_of(self.generators_)
+
+    def _ranker_columns(self, X: np.ndarray, generators: list[str]) -> np.ndarray:
+        """X's columns in the order the ranker was trained on: a version saved before a feature was added
+        reads its own features by name and ignores the new ones."""
+        want = self.fuser_.feature_names_
+        names = self.feature_names(generators)
+        if want == names:
+            return X
+        missing = [n for n in want if n not in names]
+        if missing:
+            raise ValueError(f"the saved ranker uses features this fusionrec does not compute ({', '.join(missing)}); "
+                             "retrain the model version")
+        return np.ascontiguousarray(X[:, [names.index(n) for n in want]])
 
     def item_similarity(self, items: np.ndarray) -> np.ndarray | None:
         """[len(items)]^2 similarity in [0, 1] for MMR where the catalogue has no categories: the cosine
@@ -781,6 +797,17 @@ class FusedPipeline(CandidateGenerator):
         else:
             obj.fuser_ = ReciprocalRankFusion()
         return obj
+
+
+def item_similarity_of(generators: dict[str, CandidateGenerator]) -> sp.csr_matrix | None:
+    """The item x item similarity of the first generator (in config order) that has one (item-kNN,
+    RP3beta, co-visitation): what explanations attribute recommendations with and what ui_session_cooc
+    measures a candidate's co-occurrence with the session by; None when no generator has one."""
+    for gen in generators.values():
+        sim = getattr(gen, "sim_", None)
+        if sim is not None:
+            return sim
+    return None
 
 
 def _takes_live(gen: CandidateGenerator) -> bool:

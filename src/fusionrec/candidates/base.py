@@ -51,6 +51,20 @@ class Query:
         row.sum_duplicates()
         return row
 
+    def session_row(self, n_items: int, k: int) -> sp.csr_matrix | None:
+        """[1, n_items] indicator of the history's k most recent distinct items (its current session), or
+        None without a history."""
+        if not len(self.history):
+            return None
+        recent: list[int] = []
+        for item in reversed(np.asarray(self.history, np.int64).tolist()):
+            if 0 <= item < n_items and item not in recent:
+                recent.append(item)
+                if len(recent) == k:
+                    break
+        return sp.csr_matrix((np.ones(len(recent), np.float32), (np.zeros(len(recent), np.int64), recent)),
+                             shape=(1, n_items))
+
     def exclude_row(self, n_items: int) -> sp.csr_matrix | None:
         """[1, n_items] indicator of the excluded items, or None when nothing is excluded."""
         if self.exclude is None or not len(self.exclude):

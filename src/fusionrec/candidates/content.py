@@ -33,7 +33,7 @@ from fusionrec import schema as S
 from fusionrec.candidates._vector_index import HnswParams, VectorIndex
 from fusionrec.candidates.base import CandidateGenerator, Query, ScoredItems, iter_batches, top_n
 from fusionrec.candidates.popularity import apply_fallback, popularity_fallback
-from fusionrec.data.interactions import Interactions
+from fusionrec.data.interactions import ITEM_IDX, Interactions
 from fusionrec.errors import FormatError, FusionrecError
 
 __all__ = ["ContentTfidf", "ContentEmbedding", "EmbeddingCache", "embed_texts", "read_item_vectors",
@@ -99,14 +99,43 @@ def item_sentence(row: dict[str, Any]) -> str:
 
 def _catalogue_rows(data: Interactions) -> list[dict[str, Any]]:
     """One dict per item index (empty where the catalogue has no row or there is no catalogue)."""
-    cat = data.catalogue
+    return catalogue_rows(data.catalogue, data.n_items)
+
+
+def catalogue_rows(cat: pl.DataFrame | None, n_items: int) -> list[dict[str, Any]]:
+    """One dict of text columns per item index, placed by the catalogue's item_idx column where it has
+    one (else by row order); empty where an item has no catalogue row."""
+    out: list[dict[str, Any]] = [{} for _ in range(n_items)]
     if cat is None:
-        return [{} for _ in range(data.n_items)]
+        return out
     cols = [c for c in (S.TITLE, S.BRAND, S.CATEGORY, S.ATTRIBUTES, S.TEXT) if c in cat.columns]
     if not cols:
-        return [{} for _ in range(data.n_items)]
+        return out
     rows = cat.select([_as_text(cat.schema[c], c) for c in cols]).to_dicts()
-    return rows + [{} for _ in range(data.n_items - len(rows))]
+    idx = cat[ITEM_IDX].to_numpy() if ITEM_IDX in cat.columns else np.arange(len(rows))
+    for i, row in zip(idx.tolist(), rows):
+        if 0 <= i < n_items:
+            out[i] = row
+    return out
+
+
+def tfidf_vectors(rows: list[dict[str, Any]], min_df: int = 1, max_df: float = 1.0, sublinear_tf: bool = True,
+                  max_features: int | None = 200_000, stop_words: bool = True) -> sp.csr_matrix:
+    """L2-normalised TF-IDF rows [len(rows), tokens] (float32, sorted indices) of the items' title,
+    brand, category path, attributes and text; zero columns when no item has usable content."""
+    stop = frozenset(ENGLISH_STOP_WORDS) if stop_words else frozenset()
+    docs = [item_tokens(r, stop) for r in rows]
+    empty = sp.csr_matrix((len(rows), 0), dtype=np.float32)
+    if sum(len(d) for d in docs) == 0:
+        return empty
+    vec = TfidfVectorizer(analyzer=_identity, min_df=min_df, max_df=max_df, sublinear_tf=sublinear_tf,
+                          max_features=max_features, norm="l2", dtype=np.float32)
+    try:
+        out = sp.csr_matrix(vec.fit_transform(docs), dtype=np.float32)
+    except ValueError:  # every token pruned by min_df / max_df: no usable content
+        return empty
+    out.sort_indices()
+    return out
 
 
 def _as_text(dtype: pl.DataType, column: str) -> pl.Expr:
@@ -176,19 +205,10 @@ class ContentTfidf(CandidateGenerator):
 
     def _fit(self, data: Interactions) -> None:
         c = self.cfg
-        stop = frozenset(ENGLISH_STOP_WORDS) if c.stop_words else frozenset()
-        docs = [item_tokens(r, stop) for r in _catalogue_rows(data)]
         self.fallback_ = popularity_fallback(data)
-        self.vectors_ = sp.csr_matrix((data.n_items, 0), dtype=np.float32)
-        if sum(len(d) for d in docs) == 0:
-            return
-        vec = TfidfVectorizer(analyzer=_identity, min_df=c.min_df, max_df=c.max_df, sublinear_tf=c.sublinear_tf,
-                              max_features=c.max_features, norm="l2", dtype=np.float32)
-        try:
-            self.vectors_ = sp.csr_matrix(vec.fit_transform(docs), dtype=np.float32)
-        except ValueError:  # every token pruned by min_df / max_df: no usable content
-            return
-        self.vectors_.sort_indices()
+        self.vectors_ = tfidf_vectors(_catalogue_rows(data), min_df=c.min_df, max_df=c.max_df,
+                                      sublinear_tf=c.sublinear_tf, max_features=c.max_features,
+                                      stop_words=c.stop_words)
 
     def _profiles(self, h: sp.csr_matrix) -> sp.csr_matrix:
         """Weighted-mean item vectors of history rows, L2-normalised (scaling does not change a cosine)."""

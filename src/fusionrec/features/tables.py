@@ -16,16 +16,21 @@ import polars as pl
 import scipy.sparse as sp
 
 from fusionrec import schema as S
+from fusionrec.candidates._similarity import row_blocks
+from fusionrec.candidates.content import catalogue_rows, tfidf_vectors
 from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions, min_per_pair
 
-__all__ = ["ItemFeatures", "UserFeatures", "pair_features", "ITEM_FEATURES", "USER_FEATURES", "PAIR_FEATURES"]
+__all__ = ["ItemFeatures", "UserFeatures", "pair_features", "recent_items", "SESSION_ITEMS", "ITEM_FEATURES", "USER_FEATURES", "PAIR_FEATURES"]
 
 ITEM_FEATURES = ("item_pop", "item_pop_1d", "item_pop_7d", "item_pop_30d", "item_trend", "item_cart_rate",
                  "item_buy_rate", "item_price", "item_price_rel", "item_category", "item_brand", "item_age_days")
 USER_FEATURES = ("user_events", "user_recency_days", "user_share_view", "user_share_fav", "user_share_cart",
                  "user_share_buy", "user_categories", "user_price_median")
 PAIR_FEATURES = ("ui_weight", "ui_views", "ui_favs", "ui_carts", "ui_buys", "ui_days_since", "ui_cat_affinity",
-                 "ui_brand_affinity", "ui_price_vs_band", "ui_hist_len")
+                 "ui_brand_affinity", "ui_price_vs_band", "ui_hist_len", "ui_session_cooc", "ui_content_sim")
+
+#: how many of a user's most recent distinct items make the "current session" of ui_session_cooc
+SESSION_ITEMS = 5
 
 _DAY = 86400.0
 
@@ -50,6 +55,9 @@ class ItemFeatures:
     consumable: np.ndarray  # bool
     category_names: list[str] = field(default_factory=list)
     brand_names: list[str] = field(default_factory=list)
+    #: L2-normalised TF-IDF rows of each item's catalogue text (title, brand, category path, attributes,
+    #: text) [n_items, tokens]; zero columns when the catalogue has none (ui_content_sim is then missing)
+    content: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0), dtype=np.float32))
 
     @classmethod
     def build(cls, data: Interactions) -> "ItemFeatures":
@@ -127,11 +135,13 @@ class ItemFeatures:
         out[:, 10] = brand
         out[:, 11] = np.nan_to_num((now - first_seen) / _DAY, nan=-1.0) if np.isfinite(now) else -1.0
         return cls(values=out, category=category, brand=brand, price=price, available=available,
-                   consumable=consumable, category_names=cat_names, brand_names=brand_names)
+                   consumable=consumable, category_names=cat_names, brand_names=brand_names,
+                   content=tfidf_vectors(catalogue_rows(cat, n)))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"item_values": self.values, "item_category": self.category, "item_brand": self.brand,
-                "item_price": self.price, "item_available": self.available, "item_consumable": self.consumable}
+                "item_price": self.price, "item_available": self.available, "item_consumable": self.consumable,
+                "item_content": self.content}
 
     def names_json(self) -> str:
         return json.dumps({"category": self.category_names, "brand": self.brand_names})
@@ -142,6 +152,8 @@ class ItemFeatures:
         return cls(values=a["item_values"], category=a["item_category"], brand=a["item_brand"],
                    price=a["item_price"], available=a["item_available"].astype(bool),
                    consumable=a["item_consumable"].astype(bool), category_names=meta["category"],
+                   content=sp.csr_matrix(a["item_content"], dtype=np.float32) if "item_content" in a
+                   else sp.csr_matrix((len(a["item_values"]), 0), dtype=np.float32),
                    brand_names=meta["brand"])
 
 
@@ -157,6 +169,9 @@ class UserFeatures:
     buys: sp.csr_matrix
     last_seen: sp.csr_matrix  # days before `now` of the last event on the pair, +1 (0 = never)
     now: float
+    #: the user's SESSION_ITEMS most recent distinct items, valued by recency (1 = the newest), in the
+    #: log's order (time, then file order) [n_users, n_items]; ui_session_cooc's "current session"
+    recent: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0), dtype=np.float32))
 
     @classmethod
     def build(cls, data: Interactions, items: ItemFeatures) -> "UserFeatures":
@@ -207,7 +222,8 @@ class UserFeatures:
             out[:, 7] = band
         else:
             out[:, 7] = -1.0
-        return cls(values=out, views=views, favs=favs, carts=carts, buys=buys, last_seen=ls, now=now)
+        recent = recent_items(users, it, np.arange(len(users), dtype=np.float64), n_u, n_i)  # events in log order
+        return cls(values=out, views=views, favs=favs, carts=carts, buys=buys, last_seen=ls, now=now, recent=recent)
 
     def known(self, users: np.ndarray) -> np.ndarray:
         """Which user indices have features (-1 and users newer than the tables do not)."""
@@ -225,12 +241,53 @@ class UserFeatures:
 
     def to_arrays(self) -> dict[str, Any]:
         return {"user_values": self.values, "views": self.views, "favs": self.favs, "carts": self.carts,
-                "buys": self.buys, "last_seen": self.last_seen, "now": np.asarray([self.now])}
+                "buys": self.buys, "last_seen": self.last_seen, "now": np.asarray([self.now]), "recent": self.recent}
 
     @classmethod
     def from_arrays(cls, a: dict[str, Any]) -> "UserFeatures":
+        recent = a["recent"] if "recent" in a else sp.csr_matrix(a["last_seen"].shape, dtype=np.float32)
         return cls(values=a["user_values"], views=a["views"], favs=a["favs"], carts=a["carts"], buys=a["buys"],
-                   last_seen=a["last_seen"], now=float(a["now"][0]))
+                   last_seen=a["last_seen"], now=float(a["now"][0]), recent=sp.csr_matrix(recent))
+
+    def sessions(self, users: np.ndarray, histories: sp.csr_matrix) -> sp.csr_matrix:
+        """[batch rows, items] 1 on each row's current-session items: the user's `recent` items, or for
+        a user without them (unknown, or newer than the tables) every item of the history row (an
+        anonymous visitor's history is the session)."""
+        users = np.asarray(users, np.int64)
+        n_rows, n_items = histories.shape
+        known = self.known(users) & (self.recent.shape[0] > 0)
+        if known.any():
+            known[known] = np.diff(self.recent.indptr)[users[known]] > 0
+        k = np.flatnonzero(known)
+        rec = sp.csr_matrix(self.recent[users[k]], dtype=np.float32)
+        rec.resize((len(k), n_items))  # items added since the tables were built have no recency
+        place = sp.csr_matrix((np.ones(len(k), np.float32), (k, np.arange(len(k)))), shape=(n_rows, len(k)))
+        rest = sp.diags((~known).astype(np.float32)) @ sp.csr_matrix(histories)
+        out = sp.csr_matrix(place @ rec + rest, dtype=np.float32)
+        out.data[:] = 1.0
+        out.eliminate_zeros()
+        return out
+
+
+def recent_items(rows: np.ndarray, cols: np.ndarray, order: np.ndarray, n_rows: int, n_cols: int,
+                 k: int = SESSION_ITEMS) -> sp.csr_matrix:
+    """[n_rows, n_cols] each row's k newest distinct columns, valued 1 (the newest) to k, where `order`
+    ranks the events (larger is newer; NaN: unknown, left out)."""
+    rows, cols, order = np.asarray(rows, np.int64), np.asarray(cols, np.int64), np.asarray(order, np.float64)
+    ok = np.isfinite(order)
+    rows, cols, order = rows[ok], cols[ok], order[ok]
+    o = np.lexsort((-order, cols, rows))  # each pair's newest event first
+    r, c, t = rows[o], cols[o], order[o]
+    first = np.ones(len(r), bool)
+    first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+    r, c, t = r[first], c[first], t[first]
+    o = np.lexsort((-t, r))  # each row's pairs, newest first
+    r, c = r[o], c[o]
+    pos = np.arange(len(r)) - np.searchsorted(r, r, side="left")
+    keep = pos < k
+    out = sp.csr_matrix(((pos[keep] + 1).astype(np.float32), (r[keep], c[keep])), shape=(n_rows, n_cols))
+    out.sort_indices()
+    return out
 
 
 def _gather(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -275,12 +332,72 @@ def _affinity(h: sp.csr_matrix, codes: np.ndarray, rows: np.ndarray, items: np.n
     return out
 
 
+def _gather_product(a: sp.csr_matrix, b: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray,
+                    budget: float = 2.0e7) -> np.ndarray:
+    """(a @ b)[rows[k], cols[k]] for all k, the product formed a block of a's rows at a time so that
+    no block holds more than about `budget` products."""
+    out = np.zeros(len(rows), np.float32)
+    if a.nnz == 0 or b.nnz == 0 or len(rows) == 0:
+        return out
+    a = sp.csr_matrix(a)
+    a_bin = a.copy()
+    a_bin.data[:] = 1.0
+    work = a_bin @ np.diff(sp.csr_matrix(b).indptr).astype(np.float64)
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    for sl in row_blocks(work, budget):
+        lo, hi = np.searchsorted(sorted_rows, [sl.start, sl.stop])
+        if hi == lo:
+            continue
+        sel = order[lo:hi]
+        block = sp.csr_matrix(a[sl] @ b)
+        block.sort_indices()
+        out[sel] = np.asarray(block[rows[sel] - sl.start, cols[sel]], np.float32).ravel()
+    return out
+
+
+def _session_cooc(sessions: sp.csr_matrix, item_sim: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Mean item-item similarity between each pair's item and its row's session items."""
+    n = min(sessions.shape[1], item_sim.shape[0])
+    s = sp.csr_matrix(sessions[:, :n])
+    sim = sp.csr_matrix(item_sim[:n])
+    size = np.diff(s.indptr).astype(np.float32)
+    inside = items < sim.shape[1]
+    out = np.zeros(len(rows), np.float32)
+    out[inside] = _gather_product(s, sim, rows[inside], items[inside])
+    return np.where(size[rows] > 0, out / np.maximum(size[rows], 1.0), np.nan).astype(np.float32)
+
+
+def _content_similarity(h: sp.csr_matrix, content: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Cosine between each pair's item content vector and its row's profile (the history-weighted sum
+    of the history's content vectors); missing (NaN) where either has no content."""
+    n = min(h.shape[1], content.shape[0])
+    v = sp.csr_matrix(content[:n])
+    profile = sp.csr_matrix(h[:, :n] @ v, dtype=np.float32)
+    norms = np.sqrt(np.asarray(profile.multiply(profile).sum(axis=1), np.float64).ravel())
+    profile = sp.csr_matrix(sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ profile)
+    has_item = np.zeros(len(items), bool)
+    inside = items < n
+    has_item[inside] = np.diff(v.indptr)[items[inside]] > 0
+    ok = has_item & (norms[rows] > 0)
+    out = np.full(len(rows), np.nan, np.float32)
+    if ok.any() and (rows[ok] == rows[ok][0]).all():  # one request's candidates: their rows of v alone
+        out[ok] = np.asarray((v[items[ok]] @ profile[int(rows[ok][0])].T).toarray(), np.float32).ravel()
+    elif ok.any():
+        out[ok] = _gather_product(profile, sp.csr_matrix(v.T), rows[ok], items[ok])
+    return out
+
+
 def pair_features(users: np.ndarray, histories: sp.csr_matrix, rows: np.ndarray, items: np.ndarray,
-                  item_f: ItemFeatures, user_f: UserFeatures, out: np.ndarray | None = None) -> np.ndarray:
+                  item_f: ItemFeatures, user_f: UserFeatures, out: np.ndarray | None = None,
+                  item_sim: sp.csr_matrix | None = None, sessions: sp.csr_matrix | None = None) -> np.ndarray:
     """[n_pairs, len(PAIR_FEATURES)] for candidate pairs (batch row, item index), written into `out`
     (float32, e.g. a slice of the ranker's feature matrix) when given.
 
     `users[r]` is the user index of batch row r (-1 unknown), `histories[r]` its weighted history row.
+    `item_sim` is an item x item co-occurrence similarity (row: a session item, column: a candidate) for
+    ui_session_cooc, missing without one; `sessions` marks each row's current-session items (default:
+    `UserFeatures.sessions`, from the user's most recent items).
     """
     n_pairs = len(rows)
     if out is None:
@@ -313,4 +430,11 @@ def pair_features(users: np.ndarray, histories: sp.csr_matrix, rows: np.ndarray,
     price = item_f.price[items]
     out[:, 8] = np.where((band > 0) & ~np.isnan(price), price / np.maximum(band, 1e-6), -1.0)
     out[:, 9] = np.log1p(np.diff(h.indptr))[rows]
+    if item_sim is None:
+        out[:, 10] = np.nan
+    else:
+        sess = user_f.sessions(users, h) if sessions is None else sp.csr_matrix(sessions)
+        out[:, 10] = _session_cooc(sess, item_sim, rows, items)
+    content = item_f.content
+    out[:, 11] = np.nan if content.shape[1] == 0 else _content_similarity(h, content, rows, items)
     return out

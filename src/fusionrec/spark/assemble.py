@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from fusionrec import schema as S
 from fusionrec.candidates.popularity import _normalised
 from fusionrec.data.interactions import ITEM_IDX
-from fusionrec.features.tables import USER_FEATURES, ItemFeatures, UserFeatures
+from fusionrec.features.tables import USER_FEATURES, ItemFeatures, UserFeatures, recent_items
 
 __all__ = ["normalised", "csr_from_triples", "item_features", "user_features",
            "conform_catalogue"]
@@ -90,9 +90,13 @@ def user_features(n_rows: int, n_items: int, agg: dict[str, np.ndarray], rows: n
         out[:, 1] = np.nan_to_num((now - last) / _DAY, nan=-1.0)
         age = np.nan_to_num((now - np.asarray(pairs["t_last"], np.float64)) / _DAY, nan=0.0) + 1.0
         ls = csr_from_triples(pair_rows, items, age, (n_rows, n_items))
+        # the pairs' last event times order the recent items (the embedded engine orders by the log,
+        # which breaks ties in time by file order; here pairs seen in the same second tie arbitrarily)
+        recent = recent_items(pair_rows, items, np.asarray(pairs["t_last"], np.float64), n_rows, n_items)
     else:
         out[:, 1] = -1.0
         ls = sp.csr_matrix((n_rows, n_items), dtype=np.float32)
+        recent = sp.csr_matrix((n_rows, n_items), dtype=np.float32)  # no times: sessions are whole histories
     safe = np.maximum(total, 1.0)
     out[:, 2] = dense(n_rows, rows, agg["views"]) / safe
     out[:, 3] = dense(n_rows, rows, agg["favs"]) / safe
@@ -104,4 +108,5 @@ def user_features(n_rows: int, n_items: int, agg: dict[str, np.ndarray], rows: n
     ok = ~np.isnan(med)
     band[np.asarray(rows, np.int64)[ok]] = med[ok]
     out[:, 7] = band
-    return UserFeatures(values=out, views=views, favs=favs, carts=carts, buys=buys, last_seen=ls, now=now)
+    return UserFeatures(values=out, views=views, favs=favs, carts=carts, buys=buys, last_seen=ls, now=now,
+                        recent=recent)
