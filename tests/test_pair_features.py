@@ -58,6 +58,11 @@ def test_session_cooccurrence_is_the_mean_similarity_to_the_users_most_recent_it
     assert out[2, COOC] == pytest.approx(dense[idx["h"], idx["a"]], rel=1e-5)  # u2's only item
     # an anonymous visitor's whole history is the session
     assert out[3, COOC] == pytest.approx(dense[[idx["h"], idx["a"]], idx["c"]].mean(), rel=1e-5)
+    # one request at a time (the serving path's own code) gives the same values
+    for r, sel in ((0, [0, 1]), (2, [3])):
+        one = pair_features(users[r:r + 1], h[r:r + 1], np.zeros(len(sel), np.int64), items[sel], item_f, user_f,
+                            item_sim=sim)
+        np.testing.assert_allclose(one[:, COOC], out[sel, COOC], rtol=1e-6)
     # a session given by the caller (the live query's newest items) replaces the stored one
     given = Query(history=np.array([idx["g"], idx["b"]])).session_row(n, SESSION_ITEMS)
     live = pair_features(users[:1], h[:1], np.array([0]), np.array([idx["h"]]), item_f, user_f,

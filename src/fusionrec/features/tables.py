@@ -249,6 +249,14 @@ class UserFeatures:
         return cls(values=a["user_values"], views=a["views"], favs=a["favs"], carts=a["carts"], buys=a["buys"],
                    last_seen=a["last_seen"], now=float(a["now"][0]), recent=sp.csr_matrix(recent))
 
+    def session_items(self, user: int, history: sp.csr_matrix) -> np.ndarray:
+        """`sessions` for one row: the item indices of its current session."""
+        if self.known(np.array([user]))[0] and user < self.recent.shape[0]:
+            items = _row(self.recent, user)[0]
+            if len(items):
+                return items
+        return _row(sp.csr_matrix(history), 0)[0]
+
     def sessions(self, users: np.ndarray, histories: sp.csr_matrix) -> sp.csr_matrix:
         """[batch rows, items] 1 on each row's current-session items: the user's `recent` items, or for
         a user without them (unknown, or newer than the tables) every item of the history row (an
@@ -352,15 +360,76 @@ def _gather_product(a: sp.csr_matrix, b: sp.csr_matrix, rows: np.ndarray, cols: 
         sel = order[lo:hi]
         block = sp.csr_matrix(a[sl] @ b)
         block.sort_indices()
-        out[sel] = np.asarray(block[rows[sel] - sl.start, cols[sel]], np.float32).ravel()
+        out[sel] = _gather(block, rows[sel] - sl.start, cols[sel])
     return out
+
+
+def _row(m: sp.csr_matrix, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of row r of a CSR matrix (views, no copy); empty past the last row."""
+    if not 0 <= r < m.shape[0]:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    lo, hi = m.indptr[r], m.indptr[r + 1]
+    return m.indices[lo:hi], m.data[lo:hi]
+
+
+def _lookup(indices: np.ndarray, values: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """values at `cols` of one sorted sparse row (zeros where absent)."""
+    out = np.zeros(len(cols), np.float32)
+    if len(indices):
+        pos = np.minimum(np.searchsorted(indices, cols), len(indices) - 1)
+        hit = indices[pos] == cols
+        out[hit] = values[pos[hit]]
+    return out
+
+
+def _session_cooc_one(session: np.ndarray, item_sim: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
+    """`_session_cooc` for one row whose session items are `session` (the serving path)."""
+    session = session[session < item_sim.shape[0]]
+    if not len(session):
+        return np.full(len(items), np.nan, np.float32)
+    if not item_sim.has_sorted_indices:
+        item_sim.sort_indices()
+    total = np.zeros(len(items), np.float32)
+    for s in session.tolist():
+        total += _lookup(*_row(item_sim, s), items)
+    return total / len(session)
+
+
+def _content_similarity_one(h: sp.csr_matrix, content: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
+    """`_content_similarity` for one history row (the serving path): the profile as a dense token vector,
+    each candidate's dot product summed over its own tokens."""
+    n = content.shape[0]
+    hist, w = _row(h, 0)
+    keep = hist < n
+    profile = np.zeros(content.shape[1], np.float64)
+    pos, owner = _row_ranges(content.indptr, hist[keep])
+    np.add.at(profile, content.indices[pos], content.data[pos] * np.asarray(w, np.float64)[keep][owner])
+    norm = np.sqrt(profile @ profile)
+    out = np.full(len(items), np.nan, np.float32)
+    inside = np.flatnonzero(items < n)
+    has = inside[np.diff(content.indptr)[items[inside]] > 0]
+    if norm == 0 or not len(has):
+        return out
+    pos, owner = _row_ranges(content.indptr, items[has])
+    dots = np.bincount(owner, weights=content.data[pos] * profile[content.indices[pos]], minlength=len(has))
+    out[has] = dots / norm
+    return out
+
+
+def _row_ranges(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of the stored entries of `rows` (in that order) and, for each, which of `rows` owns it."""
+    starts, lens = indptr[rows].astype(np.int64), (indptr[rows + 1] - indptr[rows]).astype(np.int64)
+    owner = np.repeat(np.arange(len(rows)), lens)
+    first = np.concatenate([[0], np.cumsum(lens)[:-1]]) if len(rows) else np.empty(0, np.int64)
+    pos = np.arange(int(lens.sum())) - np.repeat(first - starts, lens)
+    return pos, owner
 
 
 def _session_cooc(sessions: sp.csr_matrix, item_sim: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Mean item-item similarity between each pair's item and its row's session items."""
     n = min(sessions.shape[1], item_sim.shape[0])
-    s = sp.csr_matrix(sessions[:, :n])
-    sim = sp.csr_matrix(item_sim[:n])
+    s = sp.csr_matrix(sessions if sessions.shape[1] == n else sessions[:, :n])
+    sim = sp.csr_matrix(item_sim if item_sim.shape[0] == n else item_sim[:n])  # no copy when they agree
     size = np.diff(s.indptr).astype(np.float32)
     inside = items < sim.shape[1]
     out = np.zeros(len(rows), np.float32)
@@ -372,8 +441,8 @@ def _content_similarity(h: sp.csr_matrix, content: sp.csr_matrix, rows: np.ndarr
     """Cosine between each pair's item content vector and its row's profile (the history-weighted sum
     of the history's content vectors); missing (NaN) where either has no content."""
     n = min(h.shape[1], content.shape[0])
-    v = sp.csr_matrix(content[:n])
-    profile = sp.csr_matrix(h[:, :n] @ v, dtype=np.float32)
+    v = sp.csr_matrix(content if content.shape[0] == n else content[:n])  # no copy when they agree
+    profile = sp.csr_matrix((h if h.shape[1] == n else h[:, :n]) @ v, dtype=np.float32)
     norms = np.sqrt(np.asarray(profile.multiply(profile).sum(axis=1), np.float64).ravel())
     profile = sp.csr_matrix(sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ profile)
     has_item = np.zeros(len(items), bool)
@@ -430,11 +499,21 @@ def pair_features(users: np.ndarray, histories: sp.csr_matrix, rows: np.ndarray,
     price = item_f.price[items]
     out[:, 8] = np.where((band > 0) & ~np.isnan(price), price / np.maximum(band, 1e-6), -1.0)
     out[:, 9] = np.log1p(np.diff(h.indptr))[rows]
+    one = h.shape[0] == 1  # one request: numpy over the few rows involved, no sparse products
     if item_sim is None:
         out[:, 10] = np.nan
+    elif one:
+        sess = user_f.session_items(int(u[0]) if len(u) else -1, h) if sessions is None else \
+            _row(sp.csr_matrix(sessions), 0)[0]
+        out[:, 10] = _session_cooc_one(sess, item_sim, items)
     else:
-        sess = user_f.sessions(users, h) if sessions is None else sp.csr_matrix(sessions)
-        out[:, 10] = _session_cooc(sess, item_sim, rows, items)
+        sess_m = user_f.sessions(users, h) if sessions is None else sp.csr_matrix(sessions)
+        out[:, 10] = _session_cooc(sess_m, item_sim, rows, items)
     content = item_f.content
-    out[:, 11] = np.nan if content.shape[1] == 0 else _content_similarity(h, content, rows, items)
+    if content.shape[1] == 0:
+        out[:, 11] = np.nan
+    elif one:
+        out[:, 11] = _content_similarity_one(h, content, items)
+    else:
+        out[:, 11] = _content_similarity(h, content, rows, items)
     return out
