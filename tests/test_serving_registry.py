@@ -129,9 +129,16 @@ def test_cli_train_recommend_forget(tmp_path, monkeypatch):
     answer = json.loads(r.stdout)
     assert answer["model_version"] == summary["version"] and len(answer["items"]) == 4
     assert any(x["type"] == "history" for it in answer["items"] for x in it["reasons"])
+    before = load_version(tmp_path / "m").pipeline
+    row = before.users_.index("u000010")
+    assert before.user_features_.recent[row].nnz > 0  # the user's recent items, among their per-user rows
     r = runner.invoke(cli, ["forget", "--store", str(store), "--user", "u000010", "--model", str(tmp_path / "m"),
                             "--json"])
     assert r.exit_code == 0, r.output
+    after = load_version(tmp_path / "m").pipeline.user_features_
+    for name in ("views", "favs", "carts", "buys", "last_seen", "recent"):  # every per-user matrix of the features
+        assert getattr(after, name)[row].nnz == 0, name
+    assert not after.values[row].any()
     out = json.loads(r.stdout)
     assert out["events_deleted"] > 0 and out["model_versions_updated"] == [summary["version"]]
     assert out["subject"] == pseudonym("u000010", None) and "u000010" not in r.stdout.replace('"u000010"', "")

@@ -20,7 +20,8 @@ from fusionrec.candidates._similarity import row_blocks
 from fusionrec.candidates.content import catalogue_rows, tfidf_vectors
 from fusionrec.data.interactions import ITEM_IDX, TIME, USER_IDX, Interactions, min_per_pair
 
-__all__ = ["ItemFeatures", "UserFeatures", "pair_features", "recent_items", "SESSION_ITEMS", "ITEM_FEATURES", "USER_FEATURES", "PAIR_FEATURES"]
+__all__ = ["ItemFeatures", "UserFeatures", "pair_features", "recent_items", "SESSION_ITEMS", "ITEM_FEATURES",
+           "USER_FEATURES", "PAIR_FEATURES"]
 
 ITEM_FEATURES = ("item_pop", "item_pop_1d", "item_pop_7d", "item_pop_30d", "item_trend", "item_cart_rate",
                  "item_buy_rate", "item_price", "item_price_rel", "item_category", "item_brand", "item_age_days")

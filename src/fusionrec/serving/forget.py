@@ -30,7 +30,7 @@ __all__ = ["pseudonym", "forget_in_store", "forget_in_versions", "forget_user", 
 
 #: arrays with one row per user, by name, in generators' state.npz and the pipeline's features.npz
 PER_USER_DENSE = ("user_factors", "user_values")
-PER_USER_SPARSE = ("x", "views", "favs", "carts", "buys", "last_seen")
+PER_USER_SPARSE = ("x", "views", "favs", "carts", "buys", "last_seen", "recent")
 AUDIT_DDL = "CREATE TABLE IF NOT EXISTS audit_log (logged_at TIMESTAMP, action VARCHAR, subject VARCHAR, details VARCHAR)"
 
 
