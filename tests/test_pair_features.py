@@ -10,8 +10,9 @@ import scipy.sparse as sp
 from fusionrec.candidates.base import Query
 from fusionrec.data.interactions import Interactions
 from fusionrec.data.synthetic import ShopConfig, generate_shop
-from fusionrec.features.tables import PAIR_FEATURES, SESSION_ITEMS, ItemFeatures, UserFeatures, pair_features, recent_items
-from fusionrec.pipeline import FusedPipeline, PipelineConfig
+from fusionrec.features.tables import (PAIR_FEATURES, SESSION_ITEMS, ItemFeatures, UserFeatures, pair_features,
+                                       recent_items)
+from fusionrec.pipeline import FusedPipeline, PipelineConfig, item_similarity_of
 
 COOC, CONTENT = PAIR_FEATURES.index("ui_session_cooc"), PAIR_FEATURES.index("ui_content_sim")
 
@@ -81,7 +82,8 @@ def test_query_session_row_takes_the_newest_distinct_items():
 
 def test_content_similarity_is_the_cosine_to_the_users_profile():
     catalogue = pl.DataFrame({"item_id": ["r1", "r2", "r3", "b1", "x"],
-                              "title": ["red leather shoe", "red running shoe", "red canvas shoe", "blue wool hat", None]})
+                              "title": ["red leather shoe", "red running shoe", "red canvas shoe", "blue wool hat",
+                                        None]})
     data = _data([("u1", "r1", 1), ("u1", "r2", 2), ("u2", "b1", 3), ("u2", "x", 4), ("u3", "x", 5)], catalogue)
     item_f = ItemFeatures.build(data)
     user_f = UserFeatures.build(data, item_f)
@@ -121,8 +123,6 @@ def test_the_fused_ranker_gets_both_features_and_a_saved_version_reads_its_own_c
     users = np.arange(40)
     table, _ = pipe.fused_table(users, h[users], h[users])
     names = pipe.feature_names(table.generators)
-    from fusionrec.pipeline import item_similarity_of
-
     X = pipe._features(table, users, h[users], pipe.item_features_, pipe.user_features_,
                        item_similarity_of(pipe.generators_))
     for f in ("ui_session_cooc", "ui_content_sim"):

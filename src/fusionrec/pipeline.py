@@ -661,7 +661,8 @@ class FusedPipeline(CandidateGenerator):
 
         hist, ex = query.history_row(self.n_items_), query.exclude_row(self.n_items_)
         users = np.asarray([query.user], np.int64)
-        table, fused = self.fused_table(users, hist, ex, live=live, sessions=query.session_row(self.n_items_, SESSION_ITEMS))
+        session = query.session_row(self.n_items_, SESSION_ITEMS)  # a live request's newest items count at once
+        table, fused = self.fused_table(users, hist, ex, live=live, sessions=session)
         order = np.lexsort((-self.tiebreak(table), -fused))[:n_pool]
         items, scores = table.items[order], fused[order]
         ranks = table.ranks[order]
