@@ -451,10 +451,7 @@ def _content_similarity(h: sp.csr_matrix, content: sp.csr_matrix, rows: np.ndarr
     has_item[inside] = np.diff(v.indptr)[items[inside]] > 0
     ok = has_item & (norms[rows] > 0)
     out = np.full(len(rows), np.nan, np.float32)
-    if ok.any() and (rows[ok] == rows[ok][0]).all():  # one request's candidates: their rows of v alone
-        out[ok] = np.asarray((v[items[ok]] @ profile[int(rows[ok][0])].T).toarray(), np.float32).ravel()
-    elif ok.any():
-        out[ok] = _gather_product(profile, sp.csr_matrix(v.T), rows[ok], items[ok])
+    out[ok] = _gather_product(profile, sp.csr_matrix(v.T), rows[ok], items[ok])
     return out
 
 
