@@ -111,7 +111,7 @@ def _ranking(quick: bool) -> list[str]:
         "",
         f"Synthetic shop: {shop.n_users:,} users, {shop.n_items:,} items, {shop.n_events:,} events; temporal split "
         f"(last 7 days test). Pipeline: {', '.join(pipe.generators_)} fused by LightGBM LambdaRank "
-        f"({pipe.fuser_.booster_.current_iteration()} trees, {n_feat} features, one thread), fitted in {fit_s:.0f} s. "
+        f"({pipe.fuser_.trees} trees, {n_feat} features, one thread), fitted in {fit_s:.0f} s. "
         f"{len(rank_t)} test users timed one at a time, each with exactly {N_CANDIDATES} candidate pairs "
         f"(a random {N_CANDIDATES} of the union of every generator's top 300).",
         "",

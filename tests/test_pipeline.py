@@ -187,7 +187,7 @@ def test_ranker_guard_judges_a_small_shop_by_out_of_fold_predictions_over_every_
     # four fifths (the folds only judge), so it equals the unguarded pipeline's
     assert (pipe.fuser_.kind == "lambdarank") == (gain["ndcg@20"] > 0)
     if pipe.fuser_.kind == "lambdarank":
-        assert pipe.fuser_.save_text() == fitted.fuser_.save_text()
+        assert pipe.fuser_.save_texts() == fitted.fuser_.save_texts()
     with pytest.raises(Exception, match="ranker_guard_folds"):
         PipelineConfig(generators=GENS, ranker_guard_folds=2)
 
@@ -198,7 +198,7 @@ def test_the_ranker_boosts_from_a_blend_tuned_on_its_training_users(shop_data, f
     # ranker_start = "blend": the trees learn what a linear blend gets wrong, fused = blend + trees
     blended = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker_guard=False,
                                            ranker={"n_estimators": 60}, ranker_start="blend")).fit(shop_data)
-    start = blended.fuser_.start_
+    start = blended.fuser_.starts_[0]
     assert isinstance(start, LinearBlend) and start.weights_.any()
     assert blended.report_["ranker_start_blend_weights"] == dict(zip(GENS, map(float, start.weights_)))
     users = np.arange(30)
@@ -206,28 +206,28 @@ def test_the_ranker_boosts_from_a_blend_tuned_on_its_training_users(shop_data, f
     table, fused = blended.fused_table(users, h, h)
     X = blended._features(table, users, h, blended.item_features_, blended.user_features_,
                           item_similarity_of(blended.generators_))
-    trees = blended.fuser_.booster_.predict(X)
+    trees = blended.fuser_.boosters_[0].predict(X)
     assert np.allclose(fused, trees + start.predict(table), atol=1e-4)
     assert not np.allclose(fused, trees, atol=1e-2)
     blended.save(tmp_path / "p")  # the blend's weights travel with the ranker
     again = FusedPipeline.load(tmp_path / "p")
-    assert np.array_equal(again.fuser_.start_.weights_, start.weights_)
+    assert np.array_equal(again.fuser_.starts_[0].weights_, start.weights_)
     assert np.allclose(again.fused_table(users, h, h)[1], fused)
     # trees that barely move (learning rate ~0) leave the blend's ranking as it is
     frozen = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker_guard=False,
                                           ranker={"n_estimators": 3, "learning_rate": 1e-9},
                                           ranker_start="blend")).fit(shop_data)
     table, fused = frozen.fused_table(users, h, h)
-    blend = frozen.fuser_.start_.predict(table)
+    blend = frozen.fuser_.starts_[0].predict(table)
     order = np.lexsort((-fused, table.rows))
     same_user = table.rows[order][1:] == table.rows[order][:-1]
     assert np.all(blend[order][1:][same_user] <= blend[order][:-1][same_user] + 1e-6)
     # "zero" (the default): the trees alone
     zero = fitted
-    assert zero.fuser_.start_ is None and "ranker_start_blend_weights" not in zero.report_
+    assert zero.fuser_.starts_ == [None] and "ranker_start_blend_weights" not in zero.report_
     table, fused = zero.fused_table(users, h, h)
     X = zero._features(table, users, h, zero.item_features_, zero.user_features_, item_similarity_of(zero.generators_))
-    assert np.allclose(fused, zero.fuser_.booster_.predict(X), atol=1e-5)
+    assert np.allclose(fused, zero.fuser_.boosters_[0].predict(X), atol=1e-5)
     with pytest.raises(Exception, match="ranker_start"):
         PipelineConfig(generators=GENS, ranker_start="ease")
 
@@ -354,7 +354,7 @@ def test_ranker_objective_comes_from_the_config(shop_data, tmp_path):
     cfg = PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker_guard=False,
                          ranker={"n_estimators": 30, "objective": "rank_xendcg"})
     pipe = FusedPipeline(cfg).fit(shop_data)
-    assert "objective=rank_xendcg" in pipe.fuser_.save_text()
+    assert "objective=rank_xendcg" in pipe.fuser_.save_texts()[0]
     users = np.arange(10)
     h = shop_data.matrix()[users]
     pipe.save(tmp_path / "x")
@@ -428,3 +428,54 @@ def test_ranker_align_serves_with_the_refitted_generators_quantiles(shop_data, t
     assert np.array_equal(got, again.recommend(users, h, 10, exclude=h)[0])
     with pytest.raises(Exception, match="ranker_align"):
         PipelineConfig(generators=GENS, ranker_align=["no_such_*"])
+
+
+def test_a_ranker_bag_averages_members_each_early_stopped_on_its_own_fold(shop_data, fitted, tmp_path):
+    # ranker_bag = 3: every ranker user trains two members and early-stops the third; the served score is
+    # the members' mean, and the guard judges each user by the member that never trained on it
+    cfg = PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker={"n_estimators": 60, "eval_at": 10},
+                         ranker_bag=3, ranker_guard=False, ranker_start="blend")
+    pipe = FusedPipeline(cfg).fit(shop_data)
+    rep = pipe.report_
+    fuser = pipe.fuser_
+    assert rep["ranker_members"] == 3 and len(fuser.boosters_) == len(fuser.starts_) == 3
+    assert rep["ranker_trees"] == sum(b.current_iteration() for b in fuser.boosters_)
+    gain = rep["ranker_gain_heldout"]
+    assert "bag" in gain["judged_by"] and gain["users"] == rep["train_users"]  # every ranker user, once
+    # (kept whatever the judgement, which is still made and reported); the members differ (other users,
+    # other early stops) and the served score is their mean
+    users = np.arange(30)
+    h = shop_data.matrix()[users]
+    table, fused = pipe.fused_table(users, h, h)
+    X = pipe._features(table, users, h, pipe.item_features_, pipe.user_features_, item_similarity_of(pipe.generators_))
+    X = pipe.fuser_.align_.transform(X) if pipe.fuser_.align_ is not None else X
+    each = [b.predict(X) + s.predict(table) for b, s in zip(fuser.boosters_, fuser.starts_)]
+    assert not np.allclose(each[0], each[1], atol=1e-3)
+    assert np.allclose(fused, np.mean(each, axis=0), atol=1e-4)
+    # a version holds every member and its blend; loaded, it answers the same
+    pipe.save(tmp_path / "bag")
+    assert (tmp_path / "bag" / "ranker_2.txt").exists()
+    again = FusedPipeline.load(tmp_path / "bag")
+    assert np.allclose(again.fused_table(users, h, h)[1], fused)
+    for bad in (0, 2, 21):
+        with pytest.raises(Exception, match="ranker_bag"):
+            PipelineConfig(generators=GENS, ranker_bag=bad)
+
+
+def test_a_version_saved_with_one_ranker_and_its_blend_still_loads(shop_data, tmp_path):
+    # model versions saved before bags: one ranker.txt, "start_weights" one flat list, no "members"
+    import json
+
+    pipe = FusedPipeline(PipelineConfig(generators=GENS, n_candidates=40, seed=1, ranker_guard=False,
+                                        ranker={"n_estimators": 20}, ranker_start="blend")).fit(shop_data)
+    pipe.save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "fuser.json").read_text())
+    meta["start_weights"] = meta["start_weights"][0]
+    del meta["members"]
+    (tmp_path / "old" / "fuser.json").write_text(json.dumps(meta))
+    users = np.arange(20)
+    h = shop_data.matrix()[users]
+    again = FusedPipeline.load(tmp_path / "old")
+    assert np.array_equal(again.fuser_.starts_[0].weights_,
+                          pipe.fuser_.starts_[0].weights_)
+    assert np.allclose(again.fused_table(users, h, h)[1], pipe.fused_table(users, h, h)[1])

@@ -34,7 +34,7 @@ from fusionrec.errors import ConfigError
 from fusionrec.evaluation.stats import paired_test
 from fusionrec.features.alignment import QuantileAlignment
 from fusionrec.features.tables import (ITEM_FEATURES, PAIR_FEATURES, SESSION_ITEMS, USER_FEATURES, ItemFeatures,
-                                       UserFeatures, pair_features)
+                                       UserFeatures, content_vectors, pair_features)
 from fusionrec.rerank.explain import Explanation
 from fusionrec.rerank.rules import ItemCatalog, RequestFilters, Reranker, RerankConfig
 from fusionrec.ranking.fusers import (BestSingle, CandidateTable, LambdaRankFuser, LinearBlend, ReciprocalRankFusion,
@@ -119,6 +119,12 @@ class PipelineConfig:
     #: than anything seen in training"
     ranker_align: list[str] = field(default_factory=list)
     ranker_align_users: int = 5000
+    #: above 1, the served ranker is the mean of this many rankers: the ranker users are dealt into as
+    #: many folds, and member f is trained on the other folds and early-stopped on fold f, so every
+    #: user trains the ranker (one ranker learns from four fifths). The guard then judges each user by
+    #: the member early-stopped on its fold, the only one that never trained on it. Costs that many fits
+    #: and that many boosters' predictions per request
+    ranker_bag: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -147,6 +153,8 @@ class PipelineConfig:
                     raise ConfigError(f"{key}: {pattern!r} matches no ranker feature; they are {', '.join(names)}")
         if self.ranker_align_users < 100:
             raise ConfigError(f"ranker_align_users: at least 100 users to take quantiles over, got {self.ranker_align_users!r}")
+        if not (isinstance(self.ranker_bag, int) and 1 <= self.ranker_bag <= 20) or self.ranker_bag == 2:
+            raise ConfigError(f"ranker_bag: 1 (one ranker) or 3 to 20 members, got {self.ranker_bag!r}")
         if self.ranker_guard_folds < 3:
             raise ConfigError(f"ranker_guard_folds: at least 3 (train, early stopping, judged), "
                               f"got {self.ranker_guard_folds!r}")
@@ -253,13 +261,14 @@ class FusedPipeline(CandidateGenerator):
                tuple(sorted(self.cfg.label_grades.items())), tuple(self.cfg.target_behaviors or ()))
         pre, labels, how = _cached(key, lambda: self._holdout(data))
         report["holdout"] = how
+        content = content_vectors(data.catalogue, data.n_items)  # one catalogue for both stages: built once
         if self.cfg.fuser != "rrf":
-            self._learn_fuser(pre, labels, report)
+            self._learn_fuser(pre, labels, report, content)
         else:
             self.fuser_ = ReciprocalRankFusion()
         t1 = time.perf_counter()
         self.generators_ = self._fitted_generators(data)
-        self.item_features_ = ItemFeatures.build(data)
+        self.item_features_ = ItemFeatures.build(data, content)
         self.user_features_ = UserFeatures.build(data, self.item_features_)
         if self.cfg.ranker_align:
             self.align_ranker(data.matrix(), self.seen_matrix(data))
@@ -312,7 +321,8 @@ class FusedPipeline(CandidateGenerator):
         labels = sp.csr_matrix((grade[sel], (rows[sel], cols[sel])), shape=(data.n_users, data.n_items))
         return pre, labels, how
 
-    def _learn_fuser(self, pre: Interactions, labels: sp.csr_matrix, report: dict[str, Any]) -> None:
+    def _learn_fuser(self, pre: Interactions, labels: sp.csr_matrix, report: dict[str, Any],
+                     content: sp.csr_matrix) -> None:
         cfg = self.cfg
         t0 = time.perf_counter()
         gens = self._fitted_generators(pre)
@@ -333,7 +343,7 @@ class FusedPipeline(CandidateGenerator):
         if len(users) < 10:
             raise ConfigError(f"only {len(users)} users have both history and validation events; "
                               "the ranker cannot be trained (try holdout='random' or more data)")
-        item_f = ItemFeatures.build(pre)
+        item_f = ItemFeatures.build(pre, content)
         user_f = UserFeatures.build(pre, item_f)
         self.learn_fuser_from(gens, users, hist[users], labels[users], item_f, user_f, report, rng,
                               seen=seen[users])
@@ -398,11 +408,18 @@ class FusedPipeline(CandidateGenerator):
             report["ranker_aligned_features"] = [names[j] for j in aligned]
         cut = int(np.searchsorted(table.rows, int((~val_users).sum())))  # rows sorted by user
         t1 = time.perf_counter()
-        self.fuser_ = self._fit_ranker(X, y, table, n_relevant, slice(0, cut), slice(cut, None), names)
+        bag_scores = None
+        if cfg.ranker_bag > 1:
+            self.fuser_, bag_scores = self._fit_bag(X, y, table, n_relevant, names, rng)
+        else:
+            self.fuser_ = self._fit_ranker(X, y, table, n_relevant, slice(0, cut), slice(cut, None), names)
         report["ranker_seconds"] = round(time.perf_counter() - t1, 2)
-        report["ranker_trees"] = int(self.fuser_.booster_.current_iteration())
-        if self.fuser_.start_ is not None:
-            report["ranker_start_blend_weights"] = dict(zip(table.generators, map(float, self.fuser_.start_.weights_)))
+        report["ranker_trees"] = self.fuser_.trees
+        if cfg.ranker_bag > 1:
+            report["ranker_members"] = len(self.fuser_.boosters_)
+        start = self.fuser_.starts_[0]
+        if start is not None and cfg.ranker_bag == 1:
+            report["ranker_start_blend_weights"] = dict(zip(table.generators, map(float, start.weights_)))
         fused = self.fuser_.predict(X, table)
         held = val_users[table.rows]
         vr = np.flatnonzero(val_users)
@@ -428,8 +445,13 @@ class FusedPipeline(CandidateGenerator):
         # steadier choice than the fifth held out); the ranker must beat it there on the held-out users
         best = int(np.argmax(per_gen))
         judged_by, judge, base_rows = "held-out", on_held_out, alone_rows[best]
-        out_of_fold = cfg.ranker_guard and len(val_users) < cfg.ranker_guard_cv_users
-        if out_of_fold:
+        out_of_fold = bag_scores is not None or (cfg.ranker_guard and len(val_users) < cfg.ranker_guard_cv_users)
+        if bag_scores is not None:  # each user scored by the member early-stopped on its fold
+            judged_by, judge = f"{cfg.ranker_bag}-fold out-of-fold (the bag's members)", on_all
+            ranker_rows, base_rows = judge(bag_scores), judge(alone(best))
+            report["valid_ndcg@20_out_of_fold"] = {"ranker": round(float(ranker_rows.mean()), 4),
+                                                   table.generators[best]: round(float(base_rows.mean()), 4)}
+        elif out_of_fold:
             judged_by, judge = f"{cfg.ranker_guard_folds}-fold out-of-fold", on_all
             ranker_rows = judge(self._out_of_fold(X, y, table, n_relevant, names, rng))
             base_rows = judge(alone(best))
@@ -446,8 +468,7 @@ class FusedPipeline(CandidateGenerator):
             if out_of_fold:
                 blend = self._blend_out_of_fold(table, y, n_relevant, rng)
             else:  # tuned on the ranker's training users: a ranker started from a blend has that one
-                start = self.fuser_.start_ or _blend_tuned_on(table, y, n_relevant, slice(0, cut))
-                blend = start.predict(table)
+                blend = (start or _blend_tuned_on(table, y, n_relevant, slice(0, cut))).predict(table)
             blend_rows = judge(blend)
             b_gain = self._gain(blend_rows, base_rows, versus, judged_by, report, "blend_gain_heldout")
             if b_gain is not None:
@@ -514,6 +535,20 @@ class FusedPipeline(CandidateGenerator):
         return LambdaRankFuser(self.cfg.ranker, seed=self.cfg.seed).fit(
             X[train], y[train], table.rows[train], X[stop], y[stop], table.rows[stop], names, start=start,
             init=None if init is None else init[train], init_val=None if init is None else init[stop])
+
+    def _fit_bag(self, X: np.ndarray, y: np.ndarray, table: CandidateTable, n_relevant: np.ndarray,
+                 names: list[str], rng: np.random.Generator) -> tuple[LambdaRankFuser, np.ndarray]:
+        """`ranker_bag` rankers, member f trained on the users of the other folds and early-stopped on fold
+        f's; returns their mean and each candidate's score from the member of its user's fold."""
+        k = self.cfg.ranker_bag
+        of_row = (rng.permutation(table.n_rows) % k)[table.rows]
+        members, out = [], np.zeros(len(table.rows), np.float32)
+        for f in range(k):
+            stop = of_row == f
+            member = self._fit_ranker(X, y, table, n_relevant, ~stop, stop, names)
+            out[stop] = member.predict(X[stop], sub_table(table, stop)[0])  # whole users: same normalisation
+            members.append(member)
+        return LambdaRankFuser.bag(members), out
 
     def _out_of_fold(self, X: np.ndarray, y: np.ndarray, table: CandidateTable, n_relevant: np.ndarray,
                      names: list[str], rng: np.random.Generator) -> np.ndarray:
@@ -743,12 +778,15 @@ class FusedPipeline(CandidateGenerator):
         (folder / "feature_names.json").write_text(self.item_features_.names_json())
         fuser: dict[str, Any] = {"kind": self.fuser_.kind}
         if isinstance(self.fuser_, LambdaRankFuser):
-            (folder / "ranker.txt").write_text(self.fuser_.save_text())
+            for k, text in enumerate(self.fuser_.save_texts()):
+                (folder / _ranker_file(k)).write_text(text)
             fuser["features"] = self.fuser_.feature_names_
+            fuser["members"] = len(self.fuser_.boosters_)
             if self.fuser_.align_ is not None:
                 fuser["align"] = self.fuser_.align_.to_dict()
-            if self.fuser_.start_ is not None:
-                fuser["start_weights"] = [float(w) for w in self.fuser_.start_.weights_]  # type: ignore[union-attr]
+            if any(s is not None for s in self.fuser_.starts_):
+                fuser["start_weights"] = [None if s is None else [float(w) for w in s.weights_]
+                                          for s in self.fuser_.starts_]
         elif isinstance(self.fuser_, LinearBlend):
             fuser["weights"] = [float(w) for w in self.fuser_.weights_]  # type: ignore[union-attr]
         elif isinstance(self.fuser_, BestSingle):
@@ -778,14 +816,20 @@ class FusedPipeline(CandidateGenerator):
         fuser = json.loads((folder / "fuser.json").read_text())
         if fuser["kind"] == "lambdarank":
             f = LambdaRankFuser(obj.cfg.ranker, seed=obj.cfg.seed)
-            f.load_text((folder / "ranker.txt").read_text(), fuser["features"])
+            members = int(fuser.get("members", 1))
+            weights = fuser.get("start_weights") or [None] * members
+            if weights and not isinstance(weights[0], (list, type(None))):
+                weights = [weights]  # saved before bags: one ranker's blend
+            starts: list[LinearBlend | None] = []
+            for w in weights:
+                starts.append(None if w is None else LinearBlend())
+                if w is not None:
+                    starts[-1].weights_ = np.asarray(w, np.float64)  # type: ignore[union-attr]
+            f.load_texts([(folder / _ranker_file(k)).read_text() for k in range(members)], fuser["features"], starts)
             if "align" in fuser:
                 f.align_ = QuantileAlignment.from_dict(fuser["align"])
                 if any(not 0 <= j < len(f.feature_names_) for j in f.align_.columns):
                     raise ValueError(f"{folder}/fuser.json: align names a column the ranker does not have")
-            if "start_weights" in fuser:
-                f.start_ = LinearBlend()
-                f.start_.weights_ = np.asarray(fuser["start_weights"], np.float64)
             obj.fuser_ = f
         elif fuser["kind"] == "blend":
             b = LinearBlend()
@@ -798,6 +842,11 @@ class FusedPipeline(CandidateGenerator):
         else:
             obj.fuser_ = ReciprocalRankFusion()
         return obj
+
+
+def _ranker_file(k: int) -> str:
+    """Where a model version keeps its ranker's k-th booster (a bag has several)."""
+    return "ranker.txt" if k == 0 else f"ranker_{k}.txt"
 
 
 def item_similarity_of(generators: dict[str, CandidateGenerator]) -> sp.csr_matrix | None:

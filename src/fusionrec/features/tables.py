@@ -61,7 +61,9 @@ class ItemFeatures:
     content: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0), dtype=np.float32))
 
     @classmethod
-    def build(cls, data: Interactions) -> "ItemFeatures":
+    def build(cls, data: Interactions, content: sp.csr_matrix | None = None) -> "ItemFeatures":
+        """From the events and catalogue of `data`; `content`: the catalogue's TF-IDF rows when the caller
+        already has them (`content_vectors` of the same catalogue), else built here."""
         n = data.n_items
         ev = data.events
         items = ev[ITEM_IDX].to_numpy()
@@ -82,12 +84,12 @@ class ItemFeatures:
             views=np.bincount(items[(beh == "view") | (beh == "click")], minlength=n).astype(np.float64),
             carts=np.bincount(items[beh == "cart"], minlength=n).astype(np.float64),
             buys=np.bincount(items[beh == "buy"], minlength=n).astype(np.float64),
-            first_seen=first, now=now, catalogue=data.catalogue)
+            first_seen=first, now=now, catalogue=data.catalogue, content=content)
 
     @classmethod
     def from_counts(cls, count: np.ndarray, windows: list[np.ndarray], views: np.ndarray, carts: np.ndarray,
                     buys: np.ndarray, first_seen: np.ndarray, now: float,
-                    catalogue: pl.DataFrame | None) -> "ItemFeatures":
+                    catalogue: pl.DataFrame | None, content: sp.csr_matrix | None = None) -> "ItemFeatures":
         """The features from per-item counts (all, last 1/7/30 days, views, carts, buys), the first time
         each item was seen and the catalogue (with item_idx); the Spark engine aggregates the same counts."""
         n = len(count)
@@ -137,7 +139,7 @@ class ItemFeatures:
         out[:, 11] = np.nan_to_num((now - first_seen) / _DAY, nan=-1.0) if np.isfinite(now) else -1.0
         return cls(values=out, category=category, brand=brand, price=price, available=available,
                    consumable=consumable, category_names=cat_names, brand_names=brand_names,
-                   content=tfidf_vectors(catalogue_rows(cat, n)))
+                   content=content_vectors(cat, n) if content is None else content)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"item_values": self.values, "item_category": self.category, "item_brand": self.brand,
@@ -276,6 +278,11 @@ class UserFeatures:
         out.data[:] = 1.0
         out.eliminate_zeros()
         return out
+
+
+def content_vectors(catalogue: pl.DataFrame | None, n_items: int) -> sp.csr_matrix:
+    """[n_items, tokens] the catalogue's TF-IDF rows (`ItemFeatures.content`)."""
+    return tfidf_vectors(catalogue_rows(catalogue, n_items))
 
 
 def recent_items(rows: np.ndarray, cols: np.ndarray, order: np.ndarray, n_rows: int, n_cols: int,

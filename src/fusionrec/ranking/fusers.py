@@ -107,7 +107,7 @@ def ndcg_per_row(rows: np.ndarray, scores: np.ndarray, labels: np.ndarray, n_rel
 
 class LambdaRankFuser:
     """A LightGBM ranker (LambdaRank, or `rank_xendcg` by `params["objective"]`) with one group per user,
-    early-stopped on held-out users."""
+    early-stopped on held-out users; or the mean of several such rankers (`bag`), each trained on other users."""
 
     kind = "lambdarank"
 
@@ -118,11 +118,12 @@ class LambdaRankFuser:
                        "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "reg_lambda": 1.0,
                        "early_stopping_rounds": 30, "eval_at": 20, **(params or {})}
         self.seed = seed
-        self.booster_: Any = None
+        #: the boosters whose scores are averaged: one, or a bag's members
+        self.boosters_: list[Any] = []
         self.feature_names_: list[str] = []
-        #: the linear blend the trees start from (boosting from its scores, LightGBM's init_score), or
-        #: None: the trees alone
-        self.start_: LinearBlend | None = None
+        #: per booster, the linear blend its trees start from (boosting from its scores, LightGBM's
+        #: init_score), or None: the trees alone
+        self.starts_: list[LinearBlend | None] = []
         #: the serving stage's feature alignment (see features/alignment.py), applied by `predict`; None
         #: while the ranker is judged on the stage-1 table it was trained on (aligned by its caller)
         self.align_: QuantileAlignment | None = None
@@ -150,34 +151,55 @@ class LambdaRankFuser:
                   eval_at=eval_at, feature_name=self.feature_names_, init_score=init,
                   eval_init_score=None if init_val is None else [init_val],
                   callbacks=[lgb.early_stopping(stop, first_metric_only=True, verbose=False)])
-        self.booster_ = model.booster_
-        self.start_ = start
+        self.boosters_ = [model.booster_]
+        self.starts_ = [start]
         return self
+
+    @classmethod
+    def bag(cls, members: list["LambdaRankFuser"]) -> "LambdaRankFuser":
+        """One ranker whose score is the mean of the members' (each fitted, none aligned yet)."""
+        out = cls(members[0].params, seed=members[0].seed)
+        out.feature_names_ = list(members[0].feature_names_)
+        out.boosters_ = [b for m in members for b in m.boosters_]
+        out.starts_ = [s for m in members for s in m.starts_]
+        return out
+
+    @property
+    def trees(self) -> int:
+        return int(sum(b.current_iteration() for b in self.boosters_))
 
     def predict(self, X: np.ndarray, table: CandidateTable | None = None) -> np.ndarray:
         """Fused scores of the pairs in X (rows of `table`, which a ranker started from a blend needs);
         with `align_` set, its columns of X are aligned in place first."""
         if self.align_ is not None:
             X = self.align_.transform(X)
-        out = np.asarray(self.booster_.predict(X, num_threads=int(self.params.get("num_threads", 1))), np.float32)
-        if self.start_ is not None:
-            if table is None:
-                raise ValueError("this ranker boosts from a linear blend: predict needs the candidate table")
-            out += self.start_.predict(table)
+        threads = int(self.params.get("num_threads", 1))
+        out = np.zeros(len(X), np.float32)
+        for booster, start in zip(self.boosters_, self.starts_):
+            out += np.asarray(booster.predict(X, num_threads=threads), np.float32)
+            if start is not None:
+                if table is None:
+                    raise ValueError("this ranker boosts from a linear blend: predict needs the candidate table")
+                out += start.predict(table)
+        if len(self.boosters_) > 1:
+            out /= len(self.boosters_)
         return out
 
     def feature_importance(self) -> dict[str, float]:
-        gain = self.booster_.feature_importance(importance_type="gain")
+        gain = sum(np.asarray(b.feature_importance(importance_type="gain"), np.float64) for b in self.boosters_)
         total = float(gain.sum()) or 1.0
         return {n: float(g) / total for n, g in sorted(zip(self.feature_names_, gain), key=lambda x: -x[1])}
 
-    def save_text(self) -> str:
-        return str(self.booster_.model_to_string())
+    def save_texts(self) -> list[str]:
+        return [str(b.model_to_string()) for b in self.boosters_]
 
-    def load_text(self, text: str, feature_names: list[str]) -> None:
+    def load_texts(self, texts: list[str], feature_names: list[str], starts: list["LinearBlend | None"]) -> None:
         import lightgbm as lgb
 
-        self.booster_ = lgb.Booster(model_str=text)
+        if len(starts) != len(texts):
+            raise ValueError(f"{len(texts)} boosters but {len(starts)} start blends")
+        self.boosters_ = [lgb.Booster(model_str=t) for t in texts]
+        self.starts_ = starts
         self.feature_names_ = feature_names
 
 

@@ -376,7 +376,7 @@ class DashboardData:
                                "importances": [], "generators": []}
         if model is not None:
             fuser = getattr(model.pipeline, "fuser_", None)
-            if fuser is not None and hasattr(fuser, "feature_importance") and getattr(fuser, "booster_", None):
+            if fuser is not None and hasattr(fuser, "feature_importance") and getattr(fuser, "boosters_", None):
                 try:
                     out["importances"] = list(fuser.feature_importance().items())[:25]
                 except Exception:  # a fuser without importances: the page says so
