@@ -457,7 +457,7 @@ def test_a_ranker_bag_averages_members_each_early_stopped_on_its_own_fold(shop_d
     assert (tmp_path / "bag" / "ranker_2.txt").exists()
     again = FusedPipeline.load(tmp_path / "bag")
     assert np.allclose(again.fused_table(users, h, h)[1], fused)
-    for bad in (0, 2, 21):
+    for bad in (0, 21, 2.5):
         with pytest.raises(Exception, match="ranker_bag"):
             PipelineConfig(generators=GENS, ranker_bag=bad)
 

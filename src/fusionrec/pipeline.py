@@ -153,8 +153,8 @@ class PipelineConfig:
                     raise ConfigError(f"{key}: {pattern!r} matches no ranker feature; they are {', '.join(names)}")
         if self.ranker_align_users < 100:
             raise ConfigError(f"ranker_align_users: at least 100 users to take quantiles over, got {self.ranker_align_users!r}")
-        if not (isinstance(self.ranker_bag, int) and 1 <= self.ranker_bag <= 20) or self.ranker_bag == 2:
-            raise ConfigError(f"ranker_bag: 1 (one ranker) or 3 to 20 members, got {self.ranker_bag!r}")
+        if not (isinstance(self.ranker_bag, int) and 1 <= self.ranker_bag <= 20):
+            raise ConfigError(f"ranker_bag: 1 (one ranker) to 20 members, got {self.ranker_bag!r}")
         if self.ranker_guard_folds < 3:
             raise ConfigError(f"ranker_guard_folds: at least 3 (train, early stopping, judged), "
                               f"got {self.ranker_guard_folds!r}")
@@ -820,11 +820,7 @@ class FusedPipeline(CandidateGenerator):
             weights = fuser.get("start_weights") or [None] * members
             if weights and not isinstance(weights[0], (list, type(None))):
                 weights = [weights]  # saved before bags: one ranker's blend
-            starts: list[LinearBlend | None] = []
-            for w in weights:
-                starts.append(None if w is None else LinearBlend())
-                if w is not None:
-                    starts[-1].weights_ = np.asarray(w, np.float64)  # type: ignore[union-attr]
+            starts = [None if w is None else LinearBlend.with_weights(w) for w in weights]
             f.load_texts([(folder / _ranker_file(k)).read_text() for k in range(members)], fuser["features"], starts)
             if "align" in fuser:
                 f.align_ = QuantileAlignment.from_dict(fuser["align"])
@@ -832,9 +828,7 @@ class FusedPipeline(CandidateGenerator):
                     raise ValueError(f"{folder}/fuser.json: align names a column the ranker does not have")
             obj.fuser_ = f
         elif fuser["kind"] == "blend":
-            b = LinearBlend()
-            b.weights_ = np.asarray(fuser["weights"])
-            obj.fuser_ = b
+            obj.fuser_ = LinearBlend.with_weights(fuser["weights"])
         elif fuser["kind"] == "best":
             bs = BestSingle()
             bs.index_ = int(fuser["index"])

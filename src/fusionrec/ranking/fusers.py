@@ -218,6 +218,13 @@ class LinearBlend:
     def __init__(self) -> None:
         self.weights_: np.ndarray | None = None
 
+    @classmethod
+    def with_weights(cls, weights: Any) -> "LinearBlend":
+        """A blend with known weights (a saved one)."""
+        out = cls()
+        out.weights_ = np.asarray(weights, np.float64)
+        return out
+
     def fit(self, table: CandidateTable, labels: np.ndarray, n_relevant: np.ndarray, passes: int = 2) -> "LinearBlend":
         norm = table.normalised_scores()
         w = np.ones(norm.shape[1])
