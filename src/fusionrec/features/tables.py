@@ -395,8 +395,8 @@ def _session_cooc_one(session: np.ndarray, item_sim: sp.csr_matrix, items: np.nd
     session = session[session < item_sim.shape[0]]
     if not len(session):
         return np.full(len(items), np.nan, np.float32)
-    if not item_sim.has_sorted_indices:
-        item_sim.sort_indices()
+    if not item_sim.has_sorted_indices:  # a copy: the generator's matrix is shared by serving threads
+        item_sim = item_sim.sorted_indices()
     total = np.zeros(len(items), np.float32)
     for s in session.tolist():
         total += _lookup(*_row(item_sim, s), items)
