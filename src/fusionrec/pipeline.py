@@ -540,14 +540,7 @@ class FusedPipeline(CandidateGenerator):
                  names: list[str], rng: np.random.Generator) -> tuple[LambdaRankFuser, np.ndarray]:
         """`ranker_bag` rankers, member f trained on the users of the other folds and early-stopped on fold
         f's; returns their mean and each candidate's score from the member of its user's fold."""
-        k = self.cfg.ranker_bag
-        of_row = (rng.permutation(table.n_rows) % k)[table.rows]
-        members, out = [], np.zeros(len(table.rows), np.float32)
-        for f in range(k):
-            stop = of_row == f
-            member = self._fit_ranker(X, y, table, n_relevant, ~stop, stop, names)
-            out[stop] = member.predict(X[stop], sub_table(table, stop)[0])  # whole users: same normalisation
-            members.append(member)
+        members, out = self._fold_rankers(X, y, table, n_relevant, names, rng, self.cfg.ranker_bag, stop_offset=0)
         return LambdaRankFuser.bag(members), out
 
     def _out_of_fold(self, X: np.ndarray, y: np.ndarray, table: CandidateTable, n_relevant: np.ndarray,
@@ -556,26 +549,33 @@ class FusedPipeline(CandidateGenerator):
         folds; fold f is scored by a ranker trained on the folds other than f and f + 1, early-stopped on
         f + 1. What the guard tests is the procedure (a ranker on three fifths of the users), a little
         weaker than the final ranker (four fifths), so the guard errs towards the single generator."""
-        k = self.cfg.ranker_guard_folds
-        rows = table.rows
-        fold = rng.permutation(table.n_rows) % k
-        of_row = fold[rows]
-        out = np.zeros(len(rows), np.float32)
+        return self._fold_rankers(X, y, table, n_relevant, names, rng, self.cfg.ranker_guard_folds, stop_offset=1)[1]
+
+    def _fold_rankers(self, X: np.ndarray, y: np.ndarray, table: CandidateTable, n_relevant: np.ndarray,
+                      names: list[str], rng: np.random.Generator, k: int,
+                      stop_offset: int) -> tuple[list[LambdaRankFuser], np.ndarray]:
+        """Users dealt into `k` folds; for each fold f a ranker early-stopped on fold f + `stop_offset`,
+        trained on the folds other than that one and f, scores fold f. Returns the rankers and every
+        candidate's score from the one that scored its user's fold (a fold too few users left empty
+        has no ranker)."""
+        of_row = _deal_folds(table, k, rng)
+        rankers, out = [], np.zeros(len(table.rows), np.float32)
         for f in range(k):
-            judged, stop = of_row == f, of_row == (f + 1) % k
+            judged, stop = of_row == f, of_row == (f + stop_offset) % k
             train = ~judged & ~stop
             if not judged.any() or not stop.any() or not train.any():
                 continue
             r = self._fit_ranker(X, y, table, n_relevant, train, stop, names)
             out[judged] = r.predict(X[judged], sub_table(table, judged)[0])  # whole users: same normalisation
-        return out
+            rankers.append(r)
+        return rankers, out
 
     def _blend_out_of_fold(self, table: CandidateTable, y: np.ndarray, n_relevant: np.ndarray,
                            rng: np.random.Generator) -> np.ndarray:
         """Each candidate's score from a linear blend tuned on the other folds' users (no early stopping
         to hold a fold back for, unlike the ranker's out-of-fold scores)."""
         k = self.cfg.ranker_guard_folds
-        of_row = (rng.permutation(table.n_rows) % k)[table.rows]
+        of_row = _deal_folds(table, k, rng)
         out = np.zeros(len(table.rows), np.float32)
         for f in range(k):
             judged = of_row == f
@@ -836,6 +836,11 @@ class FusedPipeline(CandidateGenerator):
         else:
             obj.fuser_ = ReciprocalRankFusion()
         return obj
+
+
+def _deal_folds(table: CandidateTable, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Each candidate's fold: the table's users dealt at random into `k` folds, a user's pairs together."""
+    return (rng.permutation(table.n_rows) % k)[table.rows]
 
 
 def _ranker_file(k: int) -> str:
